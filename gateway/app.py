@@ -1,0 +1,102 @@
+"""Assemble the gateway: every collaborator built once, passed in, and owned by the
+application's lifecycle (aiohttp cleanup contexts)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.admission import AdmissionStore, LocalAdmission
+from gateway.clock import Clock
+from gateway.deployments import Deployments, PoolDefaults
+from gateway.registry import Registry
+from gateway.router import make_dispatch
+from gateway.runtime import Runtime
+from gateway.settings import Settings, effective_credentials
+from gateway.sigv4 import Credential, Verifier
+from workers import PoolManager
+
+# Leases only matter to a shared admission store (a crashed node's tokens come back);
+# locally every request ends within its setup and invocation deadlines, far inside this.
+LEASE_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The collaborators of one running gateway."""
+
+    settings: Settings
+    clock: Clock
+    registry: Registry
+    deployments: Deployments
+    admission: AdmissionStore
+    pools: PoolManager
+
+
+GATEWAY = web.AppKey("coldbrew.gateway", Gateway)
+
+
+def credential_lookup(settings: Settings) -> dict[str, Credential]:
+    return {
+        c.access_key_id: Credential(c.access_key_id, c.secret_access_key, c.account_id)
+        for c in effective_credentials(settings)
+    }
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness for load balancers and scripts: 200 once invocations are accepted."""
+    return web.json_response({"status": "ok"})
+
+
+def build_app(
+    settings: Settings, *, registry: Registry, clock: Clock, log: logging.Logger
+) -> web.Application:
+    """The aiohttp application. The registry is the caller's (opened before, closed
+    after); the worker pools live exactly as long as the application runs."""
+    pool_settings = settings.pool
+    deployments = Deployments(
+        registry,
+        PoolDefaults(
+            idle_timeout_s=pool_settings.idle_timeout_s,
+            invocation_timeout_s=pool_settings.invocation_timeout_s,
+            setup_timeout_s=pool_settings.setup_timeout_s,
+            max_response_bytes=settings.quotas.max_payload_bytes,
+        ),
+        log,
+    )
+    deployments.load_all()
+    admission = LocalAdmission(
+        lease_s=pool_settings.setup_timeout_s + pool_settings.invocation_timeout_s + LEASE_MARGIN_S
+    )
+    pools = PoolManager(
+        private_root=settings.server.state_path() / "workers",
+        log=logging.getLogger("coldbrew.workers"),
+        now=clock.monotonic,
+    )
+    credentials = credential_lookup(settings)
+    runtime = Runtime(
+        deployments=deployments,
+        pools=pools,
+        admission=admission,
+        verifier=Verifier(credentials.get, max_skew_s=settings.auth.max_clock_skew_s),
+        clock=clock,
+        region_concurrency=settings.quotas.region_concurrency,
+        max_payload_bytes=settings.quotas.max_payload_bytes,
+    )
+    app = web.Application(
+        # Bodies are read by the handlers themselves, within their own limits.
+        client_max_size=settings.quotas.max_payload_bytes + 1,
+    )
+    app[GATEWAY] = Gateway(settings, clock, registry, deployments, admission, pools)
+
+    async def run_pools(app: web.Application) -> AsyncIterator[None]:
+        async with pools:
+            yield
+
+    app.cleanup_ctx.append(run_pools)
+    app.router.add_get("/health", health)
+    app.router.add_route("*", "/{tail:.*}", make_dispatch(runtime, log))
+    return app

@@ -1,0 +1,56 @@
+"""Authenticate a request: SigV4 over the exact body, read within its size limit.
+
+The Authorization header is parsed before the body is read, so an unsigned request is
+refused without reading its payload.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import validation_error
+from gateway.sigv4 import Principal, Verifier, parse_authorization
+
+
+async def read_body(request: web.Request, limit: int, field: str = "body") -> bytes:
+    """Read the whole request body, refusing one over ``limit`` bytes without reading
+    more than ``limit + 1`` of it. Raises the runtime ValidationError naming ``field``."""
+    too_large = validation_error(
+        f"1 validation error detected: Value at '{field}' failed to satisfy constraint: "
+        f"Member must have length less than or equal to {limit}"
+    )
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise too_large
+        return await request.content.readexactly(length) if length else b""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def authenticate(
+    request: web.Request, verifier: Verifier, *, now: float, body_limit: int
+) -> tuple[Principal, bytes]:
+    """Verify the request's signature; return who signed it and the body.
+
+    Raises SigV4Error for a missing or bad signature and ServiceError for a body over
+    ``body_limit``.
+    """
+    parsed = parse_authorization(request.headers.get("Authorization"))
+    body = await read_body(request, body_limit)
+    principal = verifier.verify(
+        method=request.method,
+        raw_path=request.rel_url.raw_path,
+        query_string=request.rel_url.raw_query_string,
+        headers=request.headers,
+        body=body,
+        parsed=parsed,
+        now=now,
+    )
+    return principal, body

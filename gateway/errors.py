@@ -1,0 +1,113 @@
+"""SageMaker-shaped errors, and the one place internal failures become wire errors.
+
+Two wire flavours exist (spec §2.3, §3.2): the control plane (AWS JSON 1.1) carries the
+code only in the body's ``__type``; the runtime (REST-JSON) carries it in the
+``x-amzn-ErrorType`` header and the body. ``error_response`` writes both correctly.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+class Flavor(enum.Enum):
+    CONTROL = "control"  # POST / with X-Amz-Target, AWS JSON 1.1
+    RUNTIME = "runtime"  # /endpoints/{name}/invocations, REST-JSON
+
+
+class ServiceError(Exception):
+    """An error as the client sees it: HTTP status, code and message, plus any modeled
+    members (e.g. ModelError's OriginalStatusCode) to put in the body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str | None,
+        *,
+        members: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.members = members or {}
+        self.headers = headers or {}
+
+
+def validation_error(message: str) -> ServiceError:
+    """The runtime's ValidationError (not ...Exception on the runtime, spec §3.2)."""
+    return ServiceError(400, "ValidationError", message)
+
+
+def validation_exception(message: str) -> ServiceError:
+    """The control plane's ValidationException (spec §2.3)."""
+    return ServiceError(400, "ValidationException", message)
+
+
+def throttling(message: str | None = None) -> ServiceError:
+    # The real service sends a null message for throttling (spec §3.2); we say which
+    # quota was hit, which is more useful and parses the same.
+    return ServiceError(400, "ThrottlingException", message)
+
+
+def service_unavailable(message: str) -> ServiceError:
+    return ServiceError(503, "ServiceUnavailable", message)
+
+
+def internal_failure(request_id: str) -> ServiceError:
+    return ServiceError(
+        500, "InternalFailure", f"An internal error occurred (request id {request_id})."
+    )
+
+
+def model_error(
+    *,
+    original_status: int,
+    original_message: str,
+    endpoint: str,
+    account: str,
+    region: str,
+) -> ServiceError:
+    """ModelError 424 in the real service's wording (spec §3.2).
+
+    The real message points at CloudWatch; ours points at the gateway log, where worker
+    output is tagged with the endpoint's log group name.
+    """
+    group = f"/aws/sagemaker/Endpoints/{endpoint}"
+    kind = "client" if 400 <= original_status < 500 else "server"
+    message = (
+        f'Received {kind} error ({original_status}) from primary with message "'
+        f'{original_message}". See the Coldbrew gateway log for {group} in account '
+        f"{account} for more information."
+    )
+    return ServiceError(
+        424,
+        "ModelError",
+        message,
+        members={
+            "OriginalStatusCode": original_status,
+            "OriginalMessage": original_message,
+            "LogStreamArn": f"arn:aws:logs:{region}:{account}:log-group:{group}",
+        },
+    )
+
+
+def error_response(error: ServiceError, flavor: Flavor, request_id: str) -> web.Response:
+    """The HTTP response for ``error`` in the given wire flavour."""
+    body: dict[str, Any] = {"__type": error.code, "Message": error.message}
+    body.update(error.members)
+    headers = {"x-amzn-RequestId": request_id, **error.headers}
+    if flavor is Flavor.CONTROL:
+        content_type = "application/x-amz-json-1.1"
+    else:
+        content_type = "application/json"
+        headers["x-amzn-ErrorType"] = error.code
+    return web.Response(
+        status=error.status, body=orjson.dumps(body), content_type=content_type, headers=headers
+    )

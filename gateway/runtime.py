@@ -1,0 +1,185 @@
+"""The runtime API: ``POST /endpoints/{EndpointName}/invocations`` (spec §3.1).
+
+The path of one invocation: authenticate, validate, resolve the endpoint, take admission
+tokens (or throttle at once), run on a worker, give the tokens back exactly once, answer.
+Failures are raised; the router maps them to the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from gateway.admission import AdmissionStore, Refusal
+from gateway.auth import authenticate
+from gateway.clock import Clock
+from gateway.deployments import Deployment, Deployments
+from gateway.errors import ServiceError, model_error, throttling, validation_error
+from gateway.sigv4 import Verifier
+from workers import Invocation, PoolManager
+
+ENDPOINT_NAME: Final = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+ENDPOINT_NAME_PATTERN: Final = "^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
+MAX_HEADER_VALUE: Final = 1024
+
+# Request headers passed to the model, with the member name their errors use (spec §3.1).
+CONTENT_TYPE: Final = "Content-Type"
+ACCEPT: Final = "Accept"
+CUSTOM_ATTRIBUTES: Final = "X-Amzn-SageMaker-Custom-Attributes"
+_MEMBERS: Final = {
+    CONTENT_TYPE: "contentType",
+    ACCEPT: "accept",
+    CUSTOM_ATTRIBUTES: "customAttributes",
+}
+
+
+@dataclass(slots=True)
+class InvocationContext:
+    """What the error mapping needs to know about the invocation so far."""
+
+    request_id: str
+    endpoint_name: str | None = None
+    account_id: str | None = None
+    region: str | None = None
+
+
+def _constraint(value: str, member: str, constraint: str) -> ServiceError:
+    return validation_error(
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+        f"constraint: {constraint}"
+    )
+
+
+def check_endpoint_name(name: str) -> None:
+    """Raise ValidationError unless ``name`` is a valid endpoint name (spec §5.1)."""
+    if len(name) > 63:
+        raise _constraint(name, "endpointName", "Member must have length less than or equal to 63")
+    if not ENDPOINT_NAME.fullmatch(name):
+        raise _constraint(
+            name,
+            "endpointName",
+            f"Member must satisfy regular expression pattern: {ENDPOINT_NAME_PATTERN}",
+        )
+
+
+def model_header(request: web.Request, name: str) -> str | None:
+    """A request header passed to the model, checked against its constraint (max 1024,
+    ASCII); None when absent."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if len(value) > MAX_HEADER_VALUE:
+        raise _constraint(
+            value[:64] + "...",
+            _MEMBERS[name],
+            f"Member must have length less than or equal to {MAX_HEADER_VALUE}",
+        )
+    if not value.isascii():
+        raise _constraint(
+            value, _MEMBERS[name], "Member must satisfy regular expression pattern: \\p{ASCII}*"
+        )
+    return value
+
+
+class Runtime:
+    """Serves invocations. Owns nothing: its collaborators are passed in."""
+
+    def __init__(
+        self,
+        *,
+        deployments: Deployments,
+        pools: PoolManager,
+        admission: AdmissionStore,
+        verifier: Verifier,
+        clock: Clock,
+        region_concurrency: int,
+        max_payload_bytes: int,
+    ) -> None:
+        self._deployments = deployments
+        self._pools = pools
+        self._admission = admission
+        self._verifier = verifier
+        self._clock = clock
+        self._region_concurrency = region_concurrency
+        self._max_payload_bytes = max_payload_bytes
+
+    async def invoke(
+        self, request: web.Request, raw_name: str, ctx: InvocationContext
+    ) -> web.Response:
+        """Handle one InvokeEndpoint request.
+
+        Raises ServiceError, SigV4Error or a worker error; the caller maps them. The
+        admission tokens taken here are released on every path, cancellation included.
+        """
+        principal, body = await authenticate(
+            request,
+            self._verifier,
+            now=self._clock.wall(),
+            body_limit=self._max_payload_bytes,
+        )
+        ctx.account_id = principal.account_id
+        ctx.region = principal.region
+        name = unquote(raw_name)
+        check_endpoint_name(name)
+        ctx.endpoint_name = name
+        invocation = Invocation(
+            request_id=ctx.request_id,
+            body=body,
+            content_type=model_header(request, CONTENT_TYPE),
+            accept=model_header(request, ACCEPT),
+            custom_attributes=model_header(request, CUSTOM_ATTRIBUTES),
+        )
+        deployment = self._deployments.resolve(principal.account_id, principal.region, name)
+        if deployment is None:
+            raise validation_error(f"Endpoint {name} of account {principal.account_id} not found.")
+        return await self._admit_and_run(deployment, invocation, ctx)
+
+    async def _admit_and_run(
+        self, deployment: Deployment, invocation: Invocation, ctx: InvocationContext
+    ) -> web.Response:
+        key = deployment.key
+        grant = self._admission.try_acquire(
+            endpoint_key=("endpoint", *key),
+            endpoint_limit=deployment.max_concurrency,
+            region_key=("region", deployment.scope.account_id, deployment.scope.region),
+            region_limit=self._region_concurrency,
+            now=self._clock.monotonic(),
+        )
+        if grant is Refusal.ENDPOINT:
+            raise throttling(
+                f"Endpoint {deployment.name} is at its MaxConcurrency of "
+                f"{deployment.max_concurrency} concurrent invocations."
+            )
+        if grant is Refusal.REGION:
+            raise throttling(
+                f"The account is at its total serverless concurrency of "
+                f"{self._region_concurrency} in {deployment.scope.region}."
+            )
+        try:
+            pool = self._pools.pool(key, deployment.spec, deployment.limits)
+            result = await pool.invoke(invocation)
+        finally:
+            self._admission.release(grant, now=self._clock.monotonic())
+        if not 200 <= result.status < 300:
+            raise model_error(
+                original_status=result.status,
+                original_message=result.body.decode("utf-8", "replace"),
+                endpoint=deployment.name,
+                account=deployment.scope.account_id,
+                region=deployment.scope.region,
+            )
+        headers = {
+            "x-amzn-RequestId": ctx.request_id,
+            "x-Amzn-Invoked-Production-Variant": deployment.variant_name,
+        }
+        if result.custom_attributes is not None:
+            headers[CUSTOM_ATTRIBUTES] = result.custom_attributes
+        response = web.Response(body=result.body, headers=headers)
+        # Set after construction: aiohttp would otherwise append a charset the model
+        # did not ask for.
+        response.headers["Content-Type"] = result.content_type or "application/octet-stream"
+        return response

@@ -1,0 +1,42 @@
+"""A model that does what the request body says, to exercise every failure path.
+
+Body (text): ``sleep:SECONDS`` answers after that long; ``raise`` raises ValueError;
+``exit`` exits the process; ``kill`` SIGKILLs itself; ``hang`` never answers;
+``print:TEXT`` prints TEXT to stdout and answers it; ``big:N`` answers N bytes;
+``status`` answers the worker's pid; anything else is echoed.
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def model_fn(model_dir):
+    return {"loaded_at": time.time()}
+
+
+def transform_fn(model, body, content_type, accept):
+    text = body.decode()
+    verb, _, arg = text.partition(":")
+    if verb == "sleep":
+        time.sleep(float(arg))
+        return b"slept", "text/plain"
+    if verb == "raise":
+        raise ValueError("the model refused this input")
+    if verb == "exit":
+        sys.stdout.flush()
+        os._exit(3)
+    if verb == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if verb == "hang":
+        threading.Event().wait()
+    if verb == "print":
+        print(arg, flush=True)
+        return arg.encode(), "text/plain"
+    if verb == "big":
+        return b"x" * int(arg), "application/octet-stream"
+    if verb == "pid":
+        return str(os.getpid()).encode(), "text/plain"
+    return body, content_type or "application/octet-stream"

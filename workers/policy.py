@@ -1,0 +1,59 @@
+"""Pure pool policy: which idle worker to reuse, which idle workers to reap, and when to
+look again. No I/O and no clock: ``now`` is passed in, so tests simulate hours in
+microseconds. The pool's thin loop applies these decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ReapPlan:
+    """What to do with the idle workers now.
+
+    ``reap`` holds indexes into the idle list given to ``plan_reap``. ``next_check_at`` is
+    the earliest moment another idle worker can expire (None: nothing can expire until
+    something changes).
+    """
+
+    reap: tuple[int, ...]
+    next_check_at: float | None
+
+
+def pick_most_recent(idle_since: Sequence[float]) -> int | None:
+    """Index of the idle worker to reuse: the most recently used one.
+
+    Reusing the hottest worker keeps its caches warm and lets the coldest ones age out,
+    so a pool shrinks to what the traffic needs. ``idle_since`` is in the order workers
+    became idle, so the last is the most recent. None when nothing is idle.
+    """
+    return len(idle_since) - 1 if idle_since else None
+
+
+def plan_reap(
+    idle_since: Sequence[float],
+    *,
+    now: float,
+    idle_timeout_s: float,
+    keep: int = 0,
+) -> ReapPlan:
+    """Decide which idle workers to stop.
+
+    ``idle_since[i]`` is when idle worker ``i`` was last released, oldest first. A worker
+    idle for ``idle_timeout_s`` or longer is reaped, oldest first, except that ``keep``
+    idle workers are never reaped (provisioned concurrency).
+    """
+    if idle_timeout_s <= 0:
+        raise ValueError(f"idle_timeout_s must be > 0, got {idle_timeout_s}")
+    reapable = max(0, len(idle_since) - max(0, keep))
+    reap: list[int] = []
+    next_check_at: float | None = None
+    for i in range(reapable):
+        expires_at = idle_since[i] + idle_timeout_s
+        if now >= expires_at:
+            reap.append(i)
+        elif next_check_at is None or expires_at < next_check_at:
+            next_check_at = expires_at
+    return ReapPlan(reap=tuple(reap), next_check_at=next_check_at)

@@ -1,0 +1,254 @@
+"""Handle to one worker process: spawn, READY handshake, calls, stop.
+
+Resources: a worker owns its process (in a session of its own, so its process group can be
+killed whole), one end of a socket pair, the read end of its log pipe and a private
+directory. ``stop``/``kill`` plus ``wait_exited`` release all of them; the private
+directory is removed once the process has exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from workers.environment import worker_environment
+from workers.errors import ResponseTooLarge, SetupFailed, SetupTimeout, WorkerBroken, WorkerTimeout
+from workers.protocol import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
+from workers.spec import Invocation, InvocationResult, WorkerSpec
+
+# How long a stopped worker may take to exit on its own before it is killed.
+STOP_GRACE_S = 5.0
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Human wording of an exit status, for error messages and logs."""
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with status {returncode}"
+
+
+class WorkerProcess:
+    """One worker process, serving one request at a time.
+
+    Not safe for concurrent calls: the pool hands a worker to one request at a time.
+    Any failure during a call kills the worker; a killed worker is never reused.
+    """
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        private_dir: Path,
+        label: str,
+    ) -> None:
+        self._proc = proc
+        self._reader = reader
+        self._writer = writer
+        self._private_dir = private_dir
+        self.label = label
+        self.pid = proc.pid
+        self.broken = False
+        self.load_ms: float | None = None
+        self.idle_since = 0.0
+
+    @classmethod
+    async def spawn(
+        cls,
+        spec: WorkerSpec,
+        *,
+        max_response_bytes: int,
+        private_root: Path,
+        inherited_env: Mapping[str, str],
+    ) -> WorkerProcess:
+        """Start a fresh worker process; it begins loading the model at once.
+
+        Call ``wait_ready`` next. Raises OSError when the process cannot be started (and
+        then leaves nothing behind).
+        """
+        private_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=private_root))
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = worker_environment(
+                spec.environment,
+                inherited=inherited_env,
+                private_dir=private_dir,
+                model_dir=spec.model_dir,
+            )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-u",
+                "-m",
+                "workers.child",
+                "--fd",
+                str(child_sock.fileno()),
+                "--parent",
+                str(os.getpid()),
+                "--model-dir",
+                str(spec.model_dir),
+                "--max-response-bytes",
+                str(max_response_bytes),
+                pass_fds=(child_sock.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                cwd=private_dir,
+                # Own session: a terminal's Ctrl-C reaches only the gateway, which drains
+                # first, and the whole process group can be killed at once.
+                start_new_session=True,
+            )
+        except BaseException:
+            parent_sock.close()
+            shutil.rmtree(private_dir, ignore_errors=True)
+            raise
+        finally:
+            child_sock.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        return cls(proc, reader, writer, private_dir, spec.label)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    @property
+    def log_stream(self) -> asyncio.StreamReader:
+        """The worker's combined stdout and stderr."""
+        assert self._proc.stdout is not None
+        return self._proc.stdout
+
+    @property
+    def alive(self) -> bool:
+        return not self.broken and self._proc.returncode is None
+
+    async def _read_frame(self) -> tuple[dict[str, Any], int]:
+        head_len, body_len = decode_prelude(await self._reader.readexactly(PRELUDE.size))
+        header = decode_header(await self._reader.readexactly(head_len))
+        return header, body_len
+
+    async def wait_ready(self, timeout_s: float) -> float:
+        """Wait for the READY handshake; return the model load time in ms.
+
+        Raises SetupFailed (the handler raised or the process exited) or SetupTimeout; in
+        both cases the worker has been killed.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                header, body_len = await self._read_frame()
+                detail = (await self._reader.readexactly(body_len)).decode("utf-8", "replace")
+        except TimeoutError:
+            self.kill()
+            raise SetupTimeout(timeout_s) from None
+        except (OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
+            self.kill()
+            returncode = await self._returncode_soon()
+            message = f"worker {describe_exit(returncode)} while loading the model"
+            raise SetupFailed(message) from exc
+        except BaseException:
+            self.kill()
+            raise
+        if header["t"] == "failed":
+            self.kill()
+            raise SetupFailed(str(header.get("message", "model load failed")), detail)
+        if header["t"] != "ready":
+            self.kill()
+            raise SetupFailed(f"worker sent {header['t']!r} instead of ready")
+        self.load_ms = float(header.get("load_ms", 0.0))
+        return self.load_ms
+
+    async def call(
+        self, invocation: Invocation, *, timeout_s: float, max_response_bytes: int
+    ) -> InvocationResult:
+        """Send one invocation and wait for the model's answer.
+
+        Raises WorkerTimeout, WorkerBroken or ResponseTooLarge; after any of them, or a
+        cancellation, the worker has been killed, because its state is unknown.
+        """
+        header = {
+            "t": "invoke",
+            "id": invocation.request_id,
+            "content_type": invocation.content_type,
+            "accept": invocation.accept,
+            "custom_attributes": invocation.custom_attributes,
+        }
+        try:
+            async with asyncio.timeout(timeout_s):
+                self._writer.write(encode_frame(header, invocation.body))
+                await self._writer.drain()
+                reply, body_len = await self._read_frame()
+                if body_len > max_response_bytes:
+                    raise ResponseTooLarge(body_len, max_response_bytes)
+                body = await self._reader.readexactly(body_len)
+        except TimeoutError:
+            self.kill()
+            raise WorkerTimeout(timeout_s) from None
+        except (OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
+            self.kill()
+            returncode = await self._returncode_soon()
+            raise WorkerBroken(
+                f"worker {describe_exit(returncode)} while handling the request", returncode
+            ) from exc
+        except BaseException:
+            self.kill()
+            raise
+        if reply["t"] != "result" or not isinstance(reply.get("status"), int):
+            self.kill()
+            raise WorkerBroken(f"worker sent {reply['t']!r} instead of a result")
+        return InvocationResult(
+            status=reply["status"],
+            body=body,
+            content_type=reply.get("content_type"),
+            custom_attributes=reply.get("custom_attributes"),
+        )
+
+    async def _returncode_soon(self) -> int | None:
+        """The exit status of a worker that is dying anyway, if it comes within a moment."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                return await self._proc.wait()
+        return self._proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group now. Idempotent; never blocks."""
+        self.broken = True
+        self._writer.close()
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> int:
+        """Ask the worker to exit (close its socket), kill it after ``grace_s``, and wait
+        for the process to exit. Returns the exit status."""
+        self.broken = True
+        self._writer.close()
+        try:
+            async with asyncio.timeout(grace_s):
+                return await self._proc.wait()
+        except TimeoutError:
+            self.kill()
+        return await self._proc.wait()
+
+    async def wait_exited(self) -> int:
+        """Wait for the process to exit, then release what it leaves: processes of its own
+        still in its group, and its private directory. Call once, from the owner."""
+        returncode = await self._proc.wait()
+        # Whatever the model left in its group (subprocesses of its own) goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        await asyncio.to_thread(shutil.rmtree, self._private_dir, True)
+        return returncode
