@@ -44,10 +44,12 @@ async def authenticate(
     """
     parsed = parse_authorization(request.headers.get("Authorization"))
     body = await read_body(request, body_limit)
+    # The path exactly as received: yarl's parts may decode or re-encode it.
+    raw_path, _, query = request.raw_path.partition("?")
     principal = verifier.verify(
         method=request.method,
-        raw_path=request.rel_url.raw_path,
-        query_string=request.rel_url.raw_query_string,
+        raw_path=raw_path,
+        query_string=query,
         headers=request.headers,
         body=body,
         parsed=parsed,

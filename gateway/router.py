@@ -95,7 +95,7 @@ def make_dispatch(
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         ctx = InvocationContext(request_id=new_request_id())
-        path = request.rel_url.raw_path
+        path = request.raw_path.partition("?")[0]
         match = RUNTIME_PATH.fullmatch(path)
         flavor = Flavor.RUNTIME if match or path != "/" else Flavor.CONTROL
         try:

@@ -95,13 +95,15 @@ def _not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+_VARIABLE_NAME = _matching(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
 def _environment(value: Mapping[str, str]) -> str | None:
     # SageMaker's limits on ContainerDefinition.Environment.
     if len(value) > 100:
         return f"must have at most 100 variables, got {len(value)}"
-    name_check = _matching(r"[a-zA-Z_][a-zA-Z0-9_]*")
     for name, text in value.items():
-        if (problem := name_check(name)) is not None:
+        if (problem := _VARIABLE_NAME(name)) is not None:
             return f"variable name {problem}"
         if len(text) > 1024:
             return f"value of {name} must be at most 1024 characters, got {len(text)}"

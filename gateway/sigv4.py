@@ -175,7 +175,8 @@ def _parse_params(header: str, rest: str) -> dict[str, str]:
         key, eq, value = item.partition("=")
         if not eq:
             # AWS hashes the header rather than echoing something it could not parse.
-            digest = base64.b64encode(hashlib.sha256(header.encode()).digest()).decode()
+            raw = header.encode("utf-8", "replace")
+            digest = base64.b64encode(hashlib.sha256(raw).digest()).decode()
             raise SigV4Error(
                 INCOMPLETE_SIGNATURE,
                 "Invalid key=value pair (missing equal-sign) in Authorization header "
@@ -364,7 +365,7 @@ def _request_time(amz_date: list[str] | None, scope_date: str) -> tuple[str, flo
 
 
 def _check_fresh(stamp: str, when: float, now: float, max_skew_s: float) -> None:
-    if False:
+    if now - when > max_skew_s:
         raise SigV4Error(
             INVALID_SIGNATURE,
             f"Signature expired: {stamp} is now earlier than {_amz_date(now - max_skew_s)} "
@@ -523,7 +524,10 @@ def verify(
     ``max_skew_s`` of ``now`` (``InvalidSignatureException``); a signed
     ``x-amz-content-sha256`` matches the body and is not ``UNSIGNED-PAYLOAD``
     (``InvalidSignatureException``); the signature matches
-    (``InvalidSignatureException``, compared in constant time).
+    (``InvalidSignatureException``, compared in constant time). The signature may
+    cover the AWS canonical path and query (dot segments and empty segments removed,
+    double-encoded, parameters sorted), or the path and query exactly as received,
+    which is what ``curl --aws-sigv4`` signs.
 
     Stateless: derives the signing key on every call. :class:`Verifier` caches keys.
     """

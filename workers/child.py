@@ -97,10 +97,13 @@ def serve(sock: socket.socket, model_dir: Path, max_response_bytes: int) -> int:
                     f"{max_response_bytes} byte payload limit",
                 )
             else:
-                reply = (
-                    {"t": "result", "status": 200, "content_type": response.content_type},
-                    response.body,
-                )
+                header = {
+                    "t": "result",
+                    "status": 200,
+                    "content_type": response.content_type,
+                    "custom_attributes": response.custom_attributes,
+                }
+                reply = header, response.body
         send_frame(sock, *reply)
 
 

@@ -66,10 +66,12 @@ _PIPELINE: Final = ("input_fn", "predict_fn", "output_fn")
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A successful answer: the payload and its content type."""
+    """A successful answer: the payload, its content type, and the CustomAttributes the
+    model sets on its response (None: the header is left out)."""
 
     body: bytes
     content_type: str
+    custom_attributes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +211,11 @@ class ModelHandler:
         ``output_fn``.
 
         A missing content type is taken as ``application/json``; a missing, empty or
-        ``*/*`` accept as the default Accept. The output may be bytes, str (UTF-8 encoded)
-        or ``(payload, content_type)``; without a content type the response carries the
-        accept. Raises HandlerError from the default handlers, TypeError for output of
-        another shape; exceptions of the user's functions propagate unchanged.
+        ``*/*`` accept as the default Accept. The output may be bytes, str (UTF-8 encoded),
+        ``(payload, content_type)`` or ``(payload, content_type, custom_attributes)``;
+        without a content type the response carries the accept. Raises HandlerError from
+        the default handlers, TypeError for output of another shape;
+        exceptions of the user's functions propagate unchanged.
         """
         content_type = content_type or DEFAULT_CONTENT_TYPE
         if not accept or media_type(accept) == ANY_MEDIA:
@@ -329,13 +332,17 @@ def _takes_context(fn: Callable[..., Any], name: str, arity: int, where: str) ->
 def _response(result: Any, accept: str) -> Response:
     """Normalise what output_fn/transform_fn returned into a Response."""
     content_type: Any = None
+    custom_attributes: Any = None
     if isinstance(result, tuple):
-        if len(result) != 2:
+        if len(result) == 3:
+            result, content_type, custom_attributes = result
+        elif len(result) == 2:
+            result, content_type = result
+        else:
             raise TypeError(
                 f"the handler returned a tuple of {len(result)} items; expected "
-                f"(payload, content_type)"
+                f"(payload, content_type) or (payload, content_type, custom_attributes)"
             )
-        result, content_type = result
     if isinstance(result, str):
         body = result.encode("utf-8")
     elif isinstance(result, bytes | bytearray | memoryview):
@@ -350,4 +357,9 @@ def _response(result: Any, accept: str) -> Response:
             f"the handler returned a content type of type {type(content_type).__name__}; "
             f"expected str"
         )
-    return Response(body, content_type or accept)
+    if custom_attributes is not None and not isinstance(custom_attributes, str):
+        raise TypeError(
+            f"the handler returned custom attributes of type {type(custom_attributes).__name__}; "
+            f"expected str"
+        )
+    return Response(body, content_type or accept, custom_attributes)

@@ -384,7 +384,9 @@ def test_wrong_service_is_incomplete_signature() -> None:
 def test_unknown_access_key_is_unrecognized_client() -> None:
     """A key the lookup does not know is UnrecognizedClientException."""
     wire = botocore_signed(BASE + "/", CONTROL_HEADERS, CONTROL_BODY)
-    error = expect_error("UnrecognizedClientException", lambda: wire.verify(lookup={}.get))
+    error = expect_error(
+        "UnrecognizedClientException", lambda: wire.verify(lookup=lambda _key: None)
+    )
     assert error.message == "The security token included in the request is invalid."
 
 

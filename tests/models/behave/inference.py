@@ -3,9 +3,12 @@
 Body (text): ``sleep:SECONDS`` answers after that long; ``raise`` raises ValueError;
 ``exit`` exits the process; ``kill`` SIGKILLs itself; ``hang`` never answers;
 ``print:TEXT`` prints TEXT to stdout and answers it; ``big:N`` answers N bytes;
-``status`` answers the worker's pid; anything else is echoed.
+``pid`` answers the worker's pid; ``env`` answers the worker's environment as JSON;
+``attrs`` answers the request's CustomAttributes and sets its own on the response;
+anything else is echoed.
 """
 
+import json
 import os
 import signal
 import sys
@@ -17,7 +20,7 @@ def model_fn(model_dir):
     return {"loaded_at": time.time()}
 
 
-def transform_fn(model, body, content_type, accept):
+def transform_fn(model, body, content_type, accept, context):
     text = body.decode()
     verb, _, arg = text.partition(":")
     if verb == "sleep":
@@ -37,6 +40,11 @@ def transform_fn(model, body, content_type, accept):
         return arg.encode(), "text/plain"
     if verb == "big":
         return b"x" * int(arg), "application/octet-stream"
+    if verb == "env":
+        return json.dumps(dict(os.environ)).encode(), "application/json"
+    if verb == "attrs":
+        seen = context.custom_attributes or ""
+        return seen.encode(), "text/plain", f"seen={len(seen)}"
     if verb == "pid":
         return str(os.getpid()).encode(), "text/plain"
     return body, content_type or "application/octet-stream"

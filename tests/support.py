@@ -1,0 +1,223 @@
+"""Shared test helpers: a real gateway process, conditions with deadlines, process trees.
+
+Nothing here fakes a component: ``Gateway`` runs ``python -m gateway serve`` as its own
+process, and tests talk to it over real HTTP with real clients.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "tests" / "models"
+READY_LINE = re.compile(r"accepting invocations on (http://\S+)")
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T], *, timeout: float, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s.
+
+    This waits on a condition with a deadline; it never sleeps a guessed duration.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    found: list[int] = []
+    task_dir = Path(f"/proc/{pid}/task")
+    try:
+        for task in task_dir.iterdir():
+            text = (task / "children").read_text()
+            found.extend(int(child) for child in text.split())
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def worker_processes() -> set[int]:
+    """Every live worker process on the machine started from this checkout."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if b"workers.child" in cmdline and is_running(int(entry.name)):
+            pids.add(int(entry.name))
+    return pids
+
+
+def toml_config(
+    state_dir: Path,
+    *,
+    endpoints: dict[str, dict[str, Any]],
+    pool: dict[str, float] | None = None,
+    quotas: dict[str, int] | None = None,
+    server: dict[str, Any] | None = None,
+    extra: str = "",
+) -> str:
+    """A gateway config: port 0, the given state dir, and the given endpoints."""
+    lines = ["[server]", "port = 0", f'state_dir = "{state_dir}"', "shutdown_grace_s = 10"]
+    lines += [f"{key} = {_toml(value)}" for key, value in (server or {}).items()]
+    for section, values in (("pool", pool), ("quotas", quotas)):
+        if values:
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    for name, options in endpoints.items():
+        lines += ["[[endpoints]]", f'name = "{name}"']
+        options = {"model_dir": str(MODELS / name), **options}
+        lines += [f"{key} = {_toml(value)}" for key, value in options.items()]
+    return "\n".join(lines) + "\n" + extra
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{" + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + "}"
+    return str(value)
+
+
+@dataclass
+class Gateway:
+    """A running ``coldbrew serve`` process."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    state_dir: Path
+    workers_seen: set[int] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        """The gateway's live worker processes."""
+        pids = [pid for pid in children_of(self.pid) if is_running(pid)]
+        self.workers_seen.update(pids)
+        return pids
+
+    def runtime(self, **options: Any) -> Any:
+        """A real boto3 sagemaker-runtime client, retries off so each call is one request."""
+        return runtime_client(self.url, **options)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the gateway and wait for it to exit; return its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        return self.proc.wait(timeout=timeout)
+
+
+def runtime_client(
+    url: str,
+    *,
+    access_key: str = "test",
+    secret_key: str = "test",
+    region: str = "us-east-1",
+    read_timeout: float = 70.0,
+) -> Any:
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=read_timeout),
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a gateway under test: ours, minus any AWS settings of the host."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_gateway(
+    tmp_path: Path,
+    config: str,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 60.0,
+) -> Iterator[Gateway]:
+    """Start a gateway with ``config``; stop it afterwards and check it left no worker."""
+    config_path = tmp_path / "coldbrew.toml"
+    config_path.write_text(config)
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env or clean_env(),
+            cwd=REPO,
+        )
+    gateway: Gateway | None = None
+    try:
+
+        def started() -> str | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"gateway exited early:\n{log_path.read_text()}")
+            match = READY_LINE.search(log_path.read_text(errors="replace"))
+            return match.group(1) if match else None
+
+        url = wait_until(started, timeout=startup_timeout, what="the gateway to accept invocations")
+        gateway = Gateway(proc, url, log_path, tmp_path / "state")
+        yield gateway
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if gateway is not None:
+            seen = set(gateway.workers_seen)
+            wait_until(
+                lambda: not any(is_running(pid) for pid in seen),
+                timeout=10,
+                what="every worker to exit with the gateway",
+            )
