@@ -1,13 +1,9 @@
-"""Benchmark: Coldbrew's gateway against bare references measured in the same run.
+"""Benchmark: the gateway against references measured in the same run, as one JSON document.
 
-``python loadtests/bench.py [--quick] [--out FILE]`` starts a gateway (a subprocess with a
-generated config of echo endpoints, in a temporary state folder) and the bare
-aiohttp+uvloop echo server (``bare_echo.py``), drives both with one load generator, and
-prints one JSON document on stdout: warm latency at concurrency 1, throughput at
-concurrency 16, cold-start latency (against spawning ``python -c pass``) and memory.
-Progress goes to stderr. Every answer must be 200 with the sent body; a run with errors
-says so in the JSON (``ok``) and exits 1. Both servers are stopped (SIGTERM, then SIGKILL
-after a deadline) however the run ends.
+``python loadtests/bench.py [--quick] [--out FILE]`` runs a gateway (echo endpoints, temporary
+state) and the bare echo server side by side and drives both with one load generator. Every
+answer must be 200 with the sent body; a run with errors says so (``ok``) and exits 1. Progress
+goes to stderr; both servers are stopped (SIGTERM, then SIGKILL) however the run ends.
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -24,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -37,16 +35,24 @@ ROOT = Path(__file__).resolve().parent.parent
 ECHO_MODEL = ROOT / "tests" / "models" / "echo"
 BARE_ECHO = Path(__file__).resolve().with_name("bare_echo.py")
 BARE_NAME = "aiohttp+uvloop bare echo server"
-CREDENTIAL = Credential("test", "test", "")
-REGION = "us-east-1"
-BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+SPAWN_NAME = f"{Path(sys.executable).name} -c pass (spawn and wait)"
 WARM_ENDPOINT = "bench-warm"
-# Signatures stay valid for 5 minutes; re-signing well before keeps the client cheap.
+COLD_ENDPOINT = "bench-cold-{:02d}"
+BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+sign_request = partial(
+    sign,
+    method="POST",
+    headers={"Content-Type": "application/json", "Accept": "application/json"},
+    body=BODY,
+    credential=Credential("test", "test", ""),
+    region="us-east-1",
+)
+# Signatures stay valid for 5 minutes; re-signing well before that keeps the client cheap.
 RESIGN_AFTER_S = 60.0
 STARTUP_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 15.0
-READY_LINE = re.compile(rb"accepting invocations on (http://127\.0\.0\.1:\d+)")
-MB = 1024.0
+# The line both servers write once they serve.
+READY = re.compile(rb"accepting invocations on http://127\.0\.0\.1:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -74,21 +80,9 @@ class Comparison:
     unit: str
 
     def as_json(self) -> dict[str, object]:
-        ratio = self.coldbrew / self.reference if self.reference > 0 else None
-        return {**asdict(self), "ratio": ratio}
-
-
-@dataclass
-class Errors:
-    """Failed requests: a count and the first few descriptions."""
-
-    count: int = 0
-    samples: list[str] = field(default_factory=list)
-
-    def add(self, description: str) -> None:
-        self.count += 1
-        if len(self.samples) < 10:
-            self.samples.append(description)
+        ratio = round(self.coldbrew / self.reference, 3) if self.reference > 0 else None
+        rounded = {"coldbrew": round(self.coldbrew, 3), "reference": round(self.reference, 3)}
+        return {**asdict(self), **rounded, "ratio": ratio}
 
 
 @dataclass(frozen=True)
@@ -97,164 +91,130 @@ class Server:
     url: str
 
 
-class Signer:
-    """SigV4 headers per distinct URL, signed once and reused for ``RESIGN_AFTER_S``."""
+class LoadGenerator:
+    """Invokes endpoints over one keep-alive session, recording failures in ``errors``. Each
+    distinct request is signed for the gateway (``signed_for``) once per ``RESIGN_AFTER_S``,
+    and the same headers go to either server."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(self, session: aiohttp.ClientSession, signed_for: str, errors: list[str]) -> None:
+        self._session, self._signed_for, self._errors = session, signed_for, errors
         self._signed: dict[str, tuple[float, dict[str, str]]] = {}
 
-    def headers(self, url: str) -> dict[str, str]:
-        now = self._clock()
-        cached = self._signed.get(url)
-        if cached is None or now - cached[0] > RESIGN_AFTER_S:
-            plain = {"Content-Type": "application/json", "Accept": "application/json"}
-            signed = sign(
-                method="POST",
-                url=url,
-                headers=plain,
-                body=BODY,
-                credential=CREDENTIAL,
-                region=REGION,
-                now=now,
-            )
-            cached = self._signed[url] = (now, signed)
-        return cached[1]
-
-
-class LoadGenerator:
-    """Invokes endpoints over one keep-alive session. Requests are signed for the gateway
-    (``signed_for``) whichever server they go to, so both receive identical requests."""
-
-    def __init__(
-        self, session: aiohttp.ClientSession, signer: Signer, signed_for: str, errors: Errors
-    ) -> None:
-        self._session, self._signer, self._errors = session, signer, errors
-        self._signed_for = signed_for
+    def headers(self, path: str) -> dict[str, str]:
+        now = time.time()
+        signed_at, headers = self._signed.get(path, (0.0, {}))
+        if now - signed_at > RESIGN_AFTER_S:
+            headers = sign_request(url=self._signed_for + path, now=now)
+            self._signed[path] = (now, headers)
+        return headers
 
     async def invoke(self, server: str, endpoint: str) -> float | None:
         """Seconds one invocation took, or None (and an error recorded) if it failed."""
         path = f"/endpoints/{endpoint}/invocations"
-        headers = self._signer.headers(self._signed_for + path)
+        headers = self.headers(path)
         start = time.perf_counter()
         try:
             async with self._session.post(server + path, data=BODY, headers=headers) as resp:
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as error:
-            self._errors.add(f"{server}{path}: {error!r}")
+            self._errors.append(f"{server}{path}: {error!r}")
             return None
         elapsed = time.perf_counter() - start
         if resp.status != 200 or body != BODY:
-            self._errors.add(f"{server}{path}: {resp.status} {body[:200]!r}")
+            self._errors.append(f"{server}{path}: {resp.status} {body[:200]!r}")
             return None
         return elapsed
 
 
 @contextlib.asynccontextmanager
 async def load_generator(
-    concurrency: int, signer: Signer, signed_for: str, errors: Errors
+    concurrency: int, signed_for: str, errors: list[str]
 ) -> AsyncIterator[LoadGenerator]:
+    """One client session, used for both servers alike."""
     connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60.0)
     timeout = aiohttp.ClientTimeout(total=120.0)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield LoadGenerator(session, signer, signed_for, errors)
+        yield LoadGenerator(session, signed_for, errors)
 
 
 def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile; 0.0 for no values (the run then reports errors)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))]
+def statistic(values: list[float], stat: str) -> float:
+    """``"max"`` or a nearest-rank percentile like ``"p99"``; 0.0 for no values."""
+    ordered = sorted(values) or [0.0]
+    q = 100.0 if stat == "max" else float(stat[1:])
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def compare(mine: list[float], theirs: list[float], stats: str, name: str) -> dict[str, object]:
+    """Each of ``stats`` ("p50 max") of our latencies beside the reference's, in ms."""
+    found = {stat: (statistic(mine, stat), statistic(theirs, stat)) for stat in stats.split()}
+    return {
+        stat: Comparison(a * 1e3, b * 1e3, name, "ms").as_json() for stat, (a, b) in found.items()
+    }
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM ``proc`` by pid, SIGKILL it past ``STOP_DEADLINE_S``; wait until it exited."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(STOP_DEADLINE_S):
                 await proc.wait()
         except TimeoutError:
-            progress(f"pid {proc.pid} ignored SIGTERM; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            progress(f"pid {proc.pid} ignored SIGTERM for {STOP_DEADLINE_S:g} s; killing it")
+            proc.kill()
     await proc.wait()
 
 
-async def first_match(stream: asyncio.StreamReader, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
-    """The first line of ``stream`` matching ``pattern``, within ``STARTUP_DEADLINE_S``."""
-    async with asyncio.timeout(STARTUP_DEADLINE_S):
-        while line := await stream.readline():
-            if match := pattern.search(line):
-                return match
-    raise RuntimeError(f"server exited before printing a line matching {pattern.pattern!r}")
-
-
-async def forward(stream: asyncio.StreamReader, prefix: str) -> None:
-    # The pipe must be drained or the server blocks once its buffer is full.
+async def watch(stream: asyncio.StreamReader, name: str, port: asyncio.Future[int]) -> None:
+    """Copy ``stream`` to our stderr (draining it, so the server never blocks on a full
+    pipe) and resolve ``port`` from the first ``READY`` line."""
     while line := await stream.readline():
-        sys.stderr.write(f"{prefix}| {line.decode(errors='replace')}")
+        if not port.done() and (match := READY.search(line)):
+            port.set_result(int(match.group(1)))
+        else:
+            sys.stderr.write(f"{name}| {line.decode(errors='replace')}")
+    if not port.done():
+        port.set_exception(RuntimeError(f"{name} exited before serving"))
 
 
 @contextlib.asynccontextmanager
-async def gateway(config: Path) -> AsyncIterator[Server]:
-    """A gateway serving ``config``; its log goes to our stderr."""
-    argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+async def serving(argv: list[str], name: str) -> AsyncIterator[Server]:
+    """Run ``argv`` until its output has a ``READY`` line giving its port; stop it on exit.
+    Raises RuntimeError if it exits first or is not serving within ``STARTUP_DEADLINE_S``."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        *argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    log: asyncio.Task[None] | None = None
+    assert proc.stdout is not None
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    output = asyncio.create_task(watch(proc.stdout, name, port))
     try:
-        assert proc.stderr is not None
-        ready = await first_match(proc.stderr, READY_LINE)
-        log = asyncio.create_task(forward(proc.stderr, "gateway"))
-        yield Server(proc, ready.group(1).decode())
+        try:
+            async with asyncio.timeout(STARTUP_DEADLINE_S):
+                url = f"http://127.0.0.1:{await port}"
+        except TimeoutError:
+            raise RuntimeError(f"{name} not serving after {STARTUP_DEADLINE_S:g} s") from None
+        yield Server(proc, url)
     finally:
         await stop(proc)
-        if log is not None:
-            await asyncio.wait({log}, timeout=2.0)
-            log.cancel()
-
-
-@contextlib.asynccontextmanager
-async def bare_server() -> AsyncIterator[Server]:
-    """The reference echo server on 127.0.0.1 at the port it prints."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(BARE_ECHO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        port = await first_match(proc.stdout, re.compile(rb"^(\d+)$"))
-        yield Server(proc, f"http://127.0.0.1:{port.group(1).decode()}")
-    finally:
-        await stop(proc)
+        # Its last lines are copied unless an orphaned descendant holds the pipe open.
+        await asyncio.wait({output}, timeout=2.0)
+        output.cancel()
 
 
 def write_config(folder: Path, plan: Plan) -> Path:
     """A gateway config declaring the warm endpoint and ``plan.cold_endpoints`` cold ones."""
-    names = [WARM_ENDPOINT, *(cold_name(i) for i in range(plan.cold_endpoints))]
-    lines = [
-        "[server]",
-        'host = "127.0.0.1"',
-        "port = 0",
-        f"state_dir = {json.dumps(str(folder / 'state'))}",
-    ]
-    for name in names:
-        lines += ["[[endpoints]]", f'name = "{name}"', f"model_dir = {json.dumps(str(ECHO_MODEL))}"]
-        lines.append(f"max_concurrency = {plan.concurrency}")
+    lines = ["[server]", 'host = "127.0.0.1"', "port = 0"]
+    lines.append(f"state_dir = {json.dumps(str(folder / 'state'))}")
+    for name in [WARM_ENDPOINT, *(COLD_ENDPOINT.format(i) for i in range(plan.cold_endpoints))]:
+        lines += ["[[endpoints]]", f'name = "{name}"', f"max_concurrency = {plan.concurrency}"]
+        lines.append(f"model_dir = {json.dumps(str(ECHO_MODEL))}")
     path = folder / "coldbrew.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def cold_name(index: int) -> str:
-    return f"bench-cold-{index:02d}"
 
 
 def uss_mb(pid: int) -> float:
@@ -264,7 +224,7 @@ def uss_mb(pid: int) -> float:
         name, _, value = line.partition(":")
         if name in ("Private_Clean", "Private_Dirty"):
             kb += int(value.split()[0])
-    return kb / MB
+    return round(kb / 1024, 2)
 
 
 def children(pid: int) -> set[int]:
@@ -275,28 +235,28 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def worker_uss_mb(gateway_pid: int, before: set[int], errors: list[str]) -> float | None:
+    """USS of the worker the warm phase started: the gateway's one new child process."""
+    workers = sorted(children(gateway_pid) - before)
+    if len(workers) != 1:
+        errors.append(f"expected one warm worker child of the gateway, found {workers}")
+        return None
+    return uss_mb(workers[0])
+
+
 async def sequential(gen: LoadGenerator, server: str, plan: Plan) -> list[float]:
-    for _ in range(plan.warm_up):
-        await gen.invoke(server, WARM_ENDPOINT)
-    latencies = [await gen.invoke(server, WARM_ENDPOINT) for _ in range(plan.warm_requests)]
-    return [latency for latency in latencies if latency is not None]
+    latencies = [
+        await gen.invoke(server, WARM_ENDPOINT) for _ in range(plan.warm_up + plan.warm_requests)
+    ]
+    return [latency for latency in latencies[plan.warm_up :] if latency is not None]
 
 
 async def measure_warm_latency(
-    signer: Signer, errors: Errors, ours: Server, bare: Server, plan: Plan
+    errors: list[str], ours: Server, bare: Server, plan: Plan
 ) -> dict[str, object]:
-    found: dict[str, list[float]] = {}
-    for server in (ours, bare):
-        async with load_generator(1, signer, ours.url, errors) as gen:
-            found[server.url] = await sequential(gen, server.url, plan)
-    figures: dict[str, object] = {
-        f"p{q}": Comparison(
-            percentile(found[ours.url], q) * 1000, percentile(found[bare.url], q) * 1000,
-            BARE_NAME, "ms",
-        ).as_json()
-        for q in (50, 99)
-    }
-    return {**figures, "requests": plan.warm_requests}
+    async with load_generator(1, ours.url, errors) as gen:
+        mine, theirs = [await sequential(gen, server.url, plan) for server in (ours, bare)]
+    return {**compare(mine, theirs, "p50 p99", BARE_NAME), "requests": plan.warm_requests}
 
 
 async def requests_per_second(gen: LoadGenerator, server: str, plan: Plan) -> float:
@@ -310,108 +270,79 @@ async def requests_per_second(gen: LoadGenerator, server: str, plan: Plan) -> fl
     for _ in range(3):
         await asyncio.gather(*(gen.invoke(server, WARM_ENDPOINT) for _ in range(plan.concurrency)))
     start = time.perf_counter()
-    counts = await asyncio.gather(
-        *(client(start + plan.throughput_s) for _ in range(plan.concurrency))
-    )
+    deadline = start + plan.throughput_s
+    counts = await asyncio.gather(*(client(deadline) for _ in range(plan.concurrency)))
     return sum(counts) / (time.perf_counter() - start)
 
 
 async def measure_throughput(
-    signer: Signer, errors: Errors, ours: Server, bare: Server, plan: Plan
+    errors: list[str], ours: Server, bare: Server, plan: Plan
 ) -> dict[str, object]:
-    found: dict[str, float] = {}
-    for server in (ours, bare):
-        async with load_generator(plan.concurrency, signer, ours.url, errors) as gen:
-            found[server.url] = await requests_per_second(gen, server.url, plan)
-    return Comparison(found[ours.url], found[bare.url], BARE_NAME, "requests/s").as_json()
+    async with load_generator(plan.concurrency, ours.url, errors) as gen:
+        mine, theirs = [await requests_per_second(gen, server.url, plan) for server in (ours, bare)]
+    return Comparison(mine, theirs, BARE_NAME, "requests/s").as_json()
 
 
-async def spawn_seconds() -> float:
-    start = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-    await proc.wait()
-    return time.perf_counter() - start
-
-
-async def measure_cold_start(
-    signer: Signer, errors: Errors, ours: Server, plan: Plan
-) -> dict[str, object]:
-    async with load_generator(1, signer, ours.url, errors) as gen:
-        firsts = [await gen.invoke(ours.url, cold_name(i)) for i in range(plan.cold_endpoints)]
-    latencies = [latency for latency in firsts if latency is not None]
-    spawns = [await spawn_seconds() for _ in range(plan.cold_endpoints)]
-    reference = f"{Path(sys.executable).name} -c pass (spawn and wait)"
-    figures: dict[str, object] = {
-        name: Comparison(pick(latencies) * 1000, pick(spawns) * 1000, reference, "ms").as_json()
-        for name, pick in (
-            ("p50", lambda v: percentile(v, 50)),
-            ("p90", lambda v: percentile(v, 90)),
-            ("max", lambda v: max(v, default=0.0)),
-        )
-    }
-    return {**figures, "endpoints": plan.cold_endpoints}
-
-
-def worker_uss_mb(gateway_pid: int, before: set[int], errors: Errors) -> float | None:
-    """USS of the worker the warm phase started: the gateway's one new child process."""
-    workers = sorted(children(gateway_pid) - before)
-    if len(workers) != 1:
-        errors.add(f"expected one warm worker child of the gateway, found {workers}")
-        return None
-    return uss_mb(workers[0])
+async def measure_cold_start(errors: list[str], ours: Server, plan: Plan) -> dict[str, object]:
+    """The first request to each of ``plan.cold_endpoints`` zero-scaled endpoints."""
+    async with load_generator(1, ours.url, errors) as gen:
+        firsts = [
+            await gen.invoke(ours.url, COLD_ENDPOINT.format(i)) for i in range(plan.cold_endpoints)
+        ]
+    theirs = []
+    for _ in range(plan.cold_endpoints):
+        start = time.perf_counter()
+        await (await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")).wait()
+        theirs.append(time.perf_counter() - start)
+    mine = [latency for latency in firsts if latency is not None]
+    return {**compare(mine, theirs, "p50 p90 max", SPAWN_NAME), "endpoints": plan.cold_endpoints}
 
 
 async def run(plan: Plan) -> dict[str, object]:
-    errors, signer = Errors(), Signer()
+    errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="coldbrew-bench-") as folder:
         config = write_config(Path(folder), plan)
         progress("starting the gateway and the bare echo server")
-        async with gateway(config) as ours, bare_server() as bare:
+        gateway_argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+        async with (
+            serving(gateway_argv, "gateway") as ours,
+            serving([sys.executable, str(BARE_ECHO)], "bare echo") as bare,
+        ):
             idle_uss, before = uss_mb(ours.proc.pid), children(ours.proc.pid)
             progress(f"warm latency at concurrency 1 ({plan.warm_requests} requests each)")
-            warm = await measure_warm_latency(signer, errors, ours, bare, plan)
-            memory = {
-                "gateway_idle_uss_mb": idle_uss,
-                "warm_worker_uss_mb": worker_uss_mb(ours.proc.pid, before, errors),
-                "unit": "MB",
-            }
+            warm = await measure_warm_latency(errors, ours, bare, plan)
+            worker_uss = worker_uss_mb(ours.proc.pid, before, errors)
             progress(f"throughput at concurrency {plan.concurrency} ({plan.throughput_s:g} s each)")
-            throughput = await measure_throughput(signer, errors, ours, bare, plan)
+            throughput = await measure_throughput(errors, ours, bare, plan)
             progress(f"cold starts on {plan.cold_endpoints} endpoints")
-            cold = await measure_cold_start(signer, errors, ours, plan)
+            cold = await measure_cold_start(errors, ours, plan)
     return {
         "warm_latency_c1": warm,
         f"throughput_c{plan.concurrency}": throughput,
         "cold_start": cold,
-        "memory": memory,
-        "errors": asdict(errors),
-        "ok": errors.count == 0,
+        "memory": {"gateway_idle_uss": idle_uss, "warm_worker_uss": worker_uss, "unit": "MB"},
+        "errors": {"count": len(errors), "samples": errors[:10]},
+        "ok": not errors,
     }
 
 
-def git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
 def machine() -> dict[str, object]:
-    status = git("status", "--porcelain")
+    try:
+        git = ["git", "rev-parse", "--short", "HEAD"]
+        done = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, timeout=10, check=True)
+        commit: str | None = done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
     return {
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        "git_commit": commit,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description="Benchmark the gateway against references.")
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     parser.add_argument("--out", type=Path, help="also write the JSON document to this file")
     args = parser.parse_args(argv)
@@ -419,13 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         results = runner.run(run(plan))
-    document = {"machine": info, "plan": {**asdict(plan), "quick": args.quick}, **results}
-    text = json.dumps(document, indent=2)
+    text = json.dumps({"machine": info, "plan": asdict(plan), **results}, indent=2)
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
     if not results["ok"]:
-        progress(f"{results['errors']}")
+        progress(f"FAILED with errors: {results['errors']}")
     return 0 if results["ok"] else 1
 
 

@@ -67,17 +67,19 @@ def is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def worker_processes() -> set[int]:
-    """Every live worker process on the machine started from this checkout."""
+def worker_processes(under: Path) -> set[int]:
+    """Live worker processes whose private directory (their cwd) is below ``under``."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = (entry / "cwd").readlink()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if b"workers.child" in cmdline and is_running(int(entry.name)):
+        mine = b"workers.child" in cmdline and cwd.is_relative_to(under)
+        if mine and is_running(int(entry.name)):
             pids.add(int(entry.name))
     return pids
 

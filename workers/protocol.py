@@ -29,6 +29,9 @@ import orjson
 PRELUDE: Final = struct.Struct(">II")
 # A header is a handful of short fields; anything larger is a protocol violation.
 MAX_HEADER_BYTES: Final = 64 * 1024
+# Payloads are capped far lower by the gateway (6 MiB at most); this bound only keeps a
+# corrupt prelude from making the reader allocate gigabytes.
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -44,11 +47,13 @@ def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
 def decode_prelude(prelude: bytes) -> tuple[int, int]:
     """Return (header length, body length) from the 8-byte prelude.
 
-    Raises ProtocolError when the header length is out of bounds.
+    Raises ProtocolError when either length is out of bounds.
     """
     head_len, body_len = PRELUDE.unpack(prelude)
     if head_len == 0 or head_len > MAX_HEADER_BYTES:
         raise ProtocolError(f"header length {head_len} out of bounds")
+    if body_len > MAX_BODY_BYTES:
+        raise ProtocolError(f"body length {body_len} out of bounds")
     return head_len, body_len
 
 

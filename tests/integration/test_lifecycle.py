@@ -22,7 +22,6 @@ from tests.support import (
     running_gateway,
     toml_config,
     wait_until,
-    worker_processes,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -226,9 +225,3 @@ def test_demo_endpoint_predicts_iris_classes(tmp_path: Path) -> None:
         )
         assert result["Body"].read().replace(b" ", b"") == b"[0,1,2]"
         assert result["ContentType"] == "application/json"
-
-
-def test_no_worker_survives_the_suite_so_far() -> None:
-    """Every worker started by the tests above has exited (none orphaned)."""
-    leftovers = worker_processes()
-    assert not leftovers, f"worker processes still running: {sorted(leftovers)}"

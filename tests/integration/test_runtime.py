@@ -321,3 +321,28 @@ def test_client_disconnect_gives_tokens_back(tmp_path: Path) -> None:
                 return False
 
         wait_until(served, timeout=30, interval=0.2, what="the token to come back")
+
+
+def test_setup_deadline_gives_model_not_ready(tmp_path: Path) -> None:
+    """A cold start that is not READY within setup_timeout_s gets 429
+    ModelNotReadyException, and the half-started worker is killed."""
+    config = toml_config(
+        tmp_path / "state",
+        endpoints={"slowload": {"environment": {"LOAD_SECONDS": "30"}}},
+        pool={"setup_timeout_s": 1},
+    )
+    with running_gateway(tmp_path, config) as gw:
+        error = error_of(gw, "slowload", b"x")
+        assert error["Error"]["Code"] == "ModelNotReadyException"
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+        wait_until(lambda: not gw.worker_pids(), timeout=10, what="the slow worker to be killed")
+
+
+def test_first_request_waits_for_a_slow_cold_start(tmp_path: Path) -> None:
+    """The first request to a zero-scaled endpoint is held until the worker is READY,
+    not rejected, even when loading takes a while."""
+    config = toml_config(
+        tmp_path / "state", endpoints={"slowload": {"environment": {"LOAD_SECONDS": "1.5"}}}
+    )
+    with running_gateway(tmp_path, config) as gw:
+        assert invoke(gw, "slowload", b"patient")["Body"] == b"patient"

@@ -203,7 +203,9 @@ def test_statistics_are_a_snapshot() -> None:
     assert store.statistics().in_use == {EP_A: 1, REGION: 1}
 
 
-ENDPOINT_LIMITS = {endpoint(f"e{i}"): limit for i, limit in enumerate([1, 2, 3, 5, 8])}
+ENDPOINT_LIMITS: dict[Hashable, int] = {
+    endpoint(f"e{i}"): limit for i, limit in enumerate([1, 2, 3, 5, 8])
+}
 REGION_LIMIT = 10  # below the endpoints' sum (19), so the region quota really binds
 # Short against the mean hold time (about 30 steps of 1 s), so some grants outlive it.
 RANDOM_LEASE = 20.0
@@ -279,8 +281,8 @@ def test_random_interleavings_keep_every_invariant(seed: int) -> None:
         assert store.release(grant, now=now) is True
     for grant in outstanding.values():
         assert store.release(grant, now=now) is False
-    for key in [*keys, REGION]:
-        assert store.in_use(key) == 0
+    for used in [*keys, REGION]:
+        assert store.in_use(used) == 0
     stats = store.statistics()
     assert stats.in_use == {}
     assert totals["granted"] > 0

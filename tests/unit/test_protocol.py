@@ -155,3 +155,13 @@ def test_decode_header_returns_the_object() -> None:
     """A valid header decodes to the same dict."""
     header = {"t": "failed", "message": "boom", "extra": [1, None]}
     assert decode_header(orjson.dumps(header)) == header
+
+
+def test_body_length_over_the_bound_is_refused() -> None:
+    """A prelude announcing a body over MAX_BODY_BYTES is a protocol error, so a corrupt
+    prelude cannot make the reader allocate gigabytes."""
+    from workers.protocol import MAX_BODY_BYTES, PRELUDE, ProtocolError, decode_prelude
+
+    assert decode_prelude(PRELUDE.pack(1, MAX_BODY_BYTES)) == (1, MAX_BODY_BYTES)
+    with pytest.raises(ProtocolError):
+        decode_prelude(PRELUDE.pack(1, MAX_BODY_BYTES + 1))

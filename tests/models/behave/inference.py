@@ -1,6 +1,7 @@
 """A model that does what the request body says, to exercise every failure path.
 
-Body (text): ``sleep:SECONDS`` answers after that long; ``raise`` raises ValueError;
+Body (text): ``sleep:SECONDS`` answers after that long (``sleeppid:SECONDS`` answers
+the pid after that long); ``raise`` raises ValueError;
 ``exit`` exits the process; ``kill`` SIGKILLs itself; ``hang`` never answers;
 ``print:TEXT`` prints TEXT to stdout and answers it; ``big:N`` answers N bytes;
 ``pid`` answers the worker's pid; ``env`` answers the worker's environment as JSON;
@@ -23,6 +24,9 @@ def model_fn(model_dir):
 def transform_fn(model, body, content_type, accept, context):
     text = body.decode()
     verb, _, arg = text.partition(":")
+    if verb == "sleeppid":
+        time.sleep(float(arg))
+        return str(os.getpid()).encode(), "text/plain"
     if verb == "sleep":
         time.sleep(float(arg))
         return b"slept", "text/plain"

@@ -1,0 +1,147 @@
+"""The worker pool on its own, with real worker processes (no gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.support import MODELS, is_running
+from workers import (
+    Invocation,
+    PoolClosed,
+    PoolLimits,
+    PoolManager,
+    WorkerSpec,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+LOG = logging.getLogger("test.pool")
+
+
+def spec(name: str = "behave", **environment: str) -> WorkerSpec:
+    return WorkerSpec(label=name, model_dir=MODELS / name, memory_mb=1024, environment=environment)
+
+
+def limits(max_workers: int = 4, idle_timeout_s: float = 60.0) -> PoolLimits:
+    return PoolLimits(
+        max_workers=max_workers,
+        idle_timeout_s=idle_timeout_s,
+        invocation_timeout_s=30.0,
+        setup_timeout_s=30.0,
+        max_response_bytes=4 * 1024 * 1024,
+    )
+
+
+def call(body: bytes) -> Invocation:
+    return Invocation(request_id="test", body=body)
+
+
+async def wait_for(condition: object, timeout: float = 10.0) -> None:
+    """Poll a condition on the event loop with a deadline (no guessed sleeps)."""
+    assert callable(condition)
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_burst_from_zero_starts_at_most_one_worker_per_request(tmp_path: Path) -> None:
+    """N concurrent calls to an empty pool start at most N workers and answer all N."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        pool = manager.pool("ep", spec(), limits(max_workers=6))
+        results = await asyncio.gather(*(pool.invoke(call(b"pid")) for _ in range(6)))
+        assert all(r.status == 200 for r in results)
+        assert all(r.cold_start for r in results)
+        assert len({r.body for r in results}) == 6
+        assert pool.statistics().idle == 6
+
+
+async def test_pool_never_exceeds_max_workers(tmp_path: Path) -> None:
+    """Without admission in front, callers beyond max_workers wait for a worker instead
+    of starting more; every call is answered."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        pool = manager.pool("ep", spec(), limits(max_workers=2))
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, pool.total)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            results = await asyncio.gather(*(pool.invoke(call(b"sleep:0.2")) for _ in range(5)))
+        finally:
+            watcher.cancel()
+        assert [r.body for r in results] == [b"slept"] * 5
+        assert peak == 2
+        assert len(pool.worker_pids()) == 2
+
+
+async def test_most_recently_used_worker_is_reused(tmp_path: Path) -> None:
+    """With two idle workers, the one released last serves the next call."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        pool = manager.pool("ep", spec(), limits())
+        # Two workers busy at once; the second finishes (is released) last.
+        early, late = await asyncio.gather(
+            pool.invoke(call(b"sleeppid:0.1")), pool.invoke(call(b"sleeppid:0.5"))
+        )
+        assert early.body != late.body
+        for _ in range(3):
+            again = await pool.invoke(call(b"pid"))
+            assert not again.cold_start
+            assert again.body == late.body
+
+
+async def test_idle_worker_is_reaped_and_its_directory_removed(tmp_path: Path) -> None:
+    """A worker idle past idle_timeout_s exits and its private directory is removed."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        pool = manager.pool("ep", spec(), limits(idle_timeout_s=0.2))
+        result = await pool.invoke(call(b"pid"))
+        pid = int(result.body)
+        assert list(tmp_path.iterdir())
+        await wait_for(lambda: not pool.worker_pids())
+        assert not is_running(pid)
+        assert pool.statistics().reaped == 1
+        await wait_for(lambda: not list(tmp_path.iterdir()))
+
+
+async def test_closed_pool_refuses_new_work_and_finishes_in_flight(tmp_path: Path) -> None:
+    """After close_nowait, the in-flight call still completes; new calls get PoolClosed."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        pool = manager.pool("ep", spec(), limits())
+        in_flight = asyncio.create_task(pool.invoke(call(b"sleep:0.5")))
+        await wait_for(lambda: pool.statistics().busy == 1)
+        pool.close_nowait()
+        with pytest.raises(PoolClosed):
+            await pool.invoke(call(b"x"))
+        assert (await in_flight).body == b"slept"
+        await asyncio.wait_for(pool.wait_closed(), timeout=10)
+        assert not pool.worker_pids()
+
+
+async def test_changed_spec_retires_the_old_pool(tmp_path: Path) -> None:
+    """A new spec for the same key gets a new pool; the old pool's workers stop."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        old = manager.pool("ep", spec(VERSION="1"), limits())
+        old_pid = int((await old.invoke(call(b"pid"))).body)
+        new = manager.pool("ep", spec(VERSION="2"), limits())
+        assert new is not old
+        assert manager.pool("ep", spec(VERSION="2"), limits()) is new
+        await wait_for(lambda: not is_running(old_pid))
+        assert int((await new.invoke(call(b"pid"))).body) != old_pid
+
+
+async def test_leaving_the_manager_stops_every_worker(tmp_path: Path) -> None:
+    """Leaving `async with PoolManager` stops idle and busy workers and waits for them."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        pool = manager.pool("ep", spec(), limits())
+        await asyncio.gather(*(pool.invoke(call(b"pid")) for _ in range(3)))
+        pids = manager.worker_pids()
+        assert len(pids) == 3
+    assert not any(is_running(pid) for pid in pids)
+    assert not list(tmp_path.iterdir())
