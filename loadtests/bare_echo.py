@@ -1,9 +1,10 @@
 """The benchmark's reference server: the least an aiohttp app on uvloop can do per request.
 
-``python loadtests/bare_echo.py`` listens on 127.0.0.1 at a free port, prints that port
-on one line of stdout once it serves, and answers ``POST /endpoints/{name}/invocations``
-with the request body and content type unchanged. No auth, no routing to workers: the
-difference from the gateway is Coldbrew's own cost. Runs until SIGINT or SIGTERM.
+``python loadtests/bare_echo.py`` listens on 127.0.0.1 at a free port, prints
+``accepting invocations on http://127.0.0.1:PORT`` (the gateway's own line) on stdout once
+it serves, and answers ``POST /endpoints/{name}/invocations`` with the request body and
+content type unchanged. No auth, no routing to workers: what the gateway adds to this is
+Coldbrew's own cost. Runs until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ async def echo(request: web.Request) -> web.Response:
 
 
 async def serve() -> None:
-    """Serve until a stop signal; the port is printed once connections are accepted."""
+    """Serve until a stop signal; the address is printed once connections are accepted."""
     app = web.Application()
     app.router.add_post("/endpoints/{name}/invocations", echo)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -34,7 +35,7 @@ async def serve() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        print(sock.getsockname()[1], flush=True)
+        print(f"accepting invocations on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()

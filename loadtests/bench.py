@@ -23,13 +23,13 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import aiohttp
 import uvloop
-
-from gateway.sigv4 import Credential, sign
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_MODEL = ROOT / "tests" / "models" / "echo"
@@ -39,18 +39,27 @@ SPAWN_NAME = f"{Path(sys.executable).name} -c pass (spawn and wait)"
 WARM_ENDPOINT = "bench-warm"
 COLD_ENDPOINT = "bench-cold-{:02d}"
 BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
-sign_request = partial(
-    sign,
-    method="POST",
-    headers={"Content-Type": "application/json", "Accept": "application/json"},
-    body=BODY,
-    credential=Credential("test", "test", ""),
-    region="us-east-1",
-)
+CREDENTIALS = Credentials("test", "test")
+
+
+def sign_request(url: str) -> dict[str, str]:
+    """SigV4 headers for one bench request, signed by botocore as any AWS client would
+    (the load generator talks HTTP only; it shares no code with the gateway)."""
+    request = AWSRequest(
+        method="POST",
+        url=url,
+        data=BODY,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    SigV4Auth(CREDENTIALS, "sagemaker", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
 # Signatures stay valid for 5 minutes; re-signing well before that keeps the client cheap.
 RESIGN_AFTER_S = 60.0
 STARTUP_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 15.0
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=120.0)
 # The line both servers write once they serve.
 READY = re.compile(rb"accepting invocations on http://127\.0\.0\.1:(\d+)")
 
@@ -100,18 +109,13 @@ class LoadGenerator:
         self._session, self._signed_for, self._errors = session, signed_for, errors
         self._signed: dict[str, tuple[float, dict[str, str]]] = {}
 
-    def headers(self, path: str) -> dict[str, str]:
-        now = time.time()
-        signed_at, headers = self._signed.get(path, (0.0, {}))
-        if now - signed_at > RESIGN_AFTER_S:
-            headers = sign_request(url=self._signed_for + path, now=now)
-            self._signed[path] = (now, headers)
-        return headers
-
     async def invoke(self, server: str, endpoint: str) -> float | None:
         """Seconds one invocation took, or None (and an error recorded) if it failed."""
-        path = f"/endpoints/{endpoint}/invocations"
-        headers = self.headers(path)
+        path, now = f"/endpoints/{endpoint}/invocations", time.time()
+        signed_at, headers = self._signed.get(path, (0.0, {}))
+        if now - signed_at > RESIGN_AFTER_S:
+            headers = sign_request(self._signed_for + path)
+            self._signed[path] = (now, headers)
         start = time.perf_counter()
         try:
             async with self._session.post(server + path, data=BODY, headers=headers) as resp:
@@ -124,17 +128,6 @@ class LoadGenerator:
             self._errors.append(f"{server}{path}: {resp.status} {body[:200]!r}")
             return None
         return elapsed
-
-
-@contextlib.asynccontextmanager
-async def load_generator(
-    concurrency: int, signed_for: str, errors: list[str]
-) -> AsyncIterator[LoadGenerator]:
-    """One client session, used for both servers alike."""
-    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=60.0)
-    timeout = aiohttp.ClientTimeout(total=120.0)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield LoadGenerator(session, signed_for, errors)
 
 
 def progress(message: str) -> None:
@@ -169,40 +162,42 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def watch(stream: asyncio.StreamReader, name: str, port: asyncio.Future[int]) -> None:
-    """Copy ``stream`` to our stderr (draining it, so the server never blocks on a full
-    pipe) and resolve ``port`` from the first ``READY`` line."""
+async def copy_lines(
+    stream: asyncio.StreamReader, name: str, until: re.Pattern[bytes] | None = None
+) -> re.Match[bytes] | None:
+    """Copy lines of ``stream`` to our stderr until one matches ``until`` (returned, not
+    copied) or the stream ends (None)."""
     while line := await stream.readline():
-        if not port.done() and (match := READY.search(line)):
-            port.set_result(int(match.group(1)))
-        else:
-            sys.stderr.write(f"{name}| {line.decode(errors='replace')}")
-    if not port.done():
-        port.set_exception(RuntimeError(f"{name} exited before serving"))
+        if until is not None and (match := until.search(line)):
+            return match
+        sys.stderr.write(f"{name}| {line.decode(errors='replace')}")
+    return None
 
 
 @contextlib.asynccontextmanager
 async def serving(argv: list[str], name: str) -> AsyncIterator[Server]:
-    """Run ``argv`` until its output has a ``READY`` line giving its port; stop it on exit.
-    Raises RuntimeError if it exits first or is not serving within ``STARTUP_DEADLINE_S``."""
+    """Run ``argv`` until it prints its ``READY`` line, and stop it on exit. Raises
+    TimeoutError past ``STARTUP_DEADLINE_S``, RuntimeError if it exits before serving."""
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert proc.stdout is not None
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    output = asyncio.create_task(watch(proc.stdout, name, port))
+    progress(f"started {name}: server pid {proc.pid}")
+    output: asyncio.Task[object] | None = None
     try:
-        try:
-            async with asyncio.timeout(STARTUP_DEADLINE_S):
-                url = f"http://127.0.0.1:{await port}"
-        except TimeoutError:
-            raise RuntimeError(f"{name} not serving after {STARTUP_DEADLINE_S:g} s") from None
-        yield Server(proc, url)
+        async with asyncio.timeout(STARTUP_DEADLINE_S):
+            ready = await copy_lines(proc.stdout, name, READY)
+        if ready is None:
+            raise RuntimeError(f"{name} exited before serving")
+        # Draining the pipe keeps the server from blocking once its buffer is full.
+        output = asyncio.create_task(copy_lines(proc.stdout, name))
+        yield Server(proc, f"http://127.0.0.1:{int(ready.group(1))}")
     finally:
         await stop(proc)
-        # Its last lines are copied unless an orphaned descendant holds the pipe open.
-        await asyncio.wait({output}, timeout=2.0)
-        output.cancel()
+        if output is not None:
+            # Its last lines are copied unless an orphaned descendant holds the pipe open.
+            await asyncio.wait({output}, timeout=2.0)
+            output.cancel()
 
 
 def write_config(folder: Path, plan: Plan) -> Path:
@@ -235,31 +230,9 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def worker_uss_mb(gateway_pid: int, before: set[int], errors: list[str]) -> float | None:
-    """USS of the worker the warm phase started: the gateway's one new child process."""
-    workers = sorted(children(gateway_pid) - before)
-    if len(workers) != 1:
-        errors.append(f"expected one warm worker child of the gateway, found {workers}")
-        return None
-    return uss_mb(workers[0])
+async def rate(gen: LoadGenerator, server: str, plan: Plan) -> float:
+    """Answers per second at ``plan.concurrency`` for ``plan.throughput_s``."""
 
-
-async def sequential(gen: LoadGenerator, server: str, plan: Plan) -> list[float]:
-    latencies = [
-        await gen.invoke(server, WARM_ENDPOINT) for _ in range(plan.warm_up + plan.warm_requests)
-    ]
-    return [latency for latency in latencies[plan.warm_up :] if latency is not None]
-
-
-async def measure_warm_latency(
-    errors: list[str], ours: Server, bare: Server, plan: Plan
-) -> dict[str, object]:
-    async with load_generator(1, ours.url, errors) as gen:
-        mine, theirs = [await sequential(gen, server.url, plan) for server in (ours, bare)]
-    return {**compare(mine, theirs, "p50 p99", BARE_NAME), "requests": plan.warm_requests}
-
-
-async def requests_per_second(gen: LoadGenerator, server: str, plan: Plan) -> float:
     async def client(deadline: float) -> int:
         done = 0
         while time.perf_counter() < deadline:
@@ -275,31 +248,66 @@ async def requests_per_second(gen: LoadGenerator, server: str, plan: Plan) -> fl
     return sum(counts) / (time.perf_counter() - start)
 
 
-async def measure_throughput(
-    errors: list[str], ours: Server, bare: Server, plan: Plan
-) -> dict[str, object]:
-    async with load_generator(plan.concurrency, ours.url, errors) as gen:
-        mine, theirs = [await requests_per_second(gen, server.url, plan) for server in (ours, bare)]
-    return Comparison(mine, theirs, BARE_NAME, "requests/s").as_json()
+@dataclass
+class Bench:
+    """The measurements of one run: both servers, the plan, and every error seen."""
 
+    ours: Server
+    bare: Server
+    plan: Plan
+    errors: list[str]
 
-async def measure_cold_start(errors: list[str], ours: Server, plan: Plan) -> dict[str, object]:
-    """The first request to each of ``plan.cold_endpoints`` zero-scaled endpoints."""
-    async with load_generator(1, ours.url, errors) as gen:
-        firsts = [
-            await gen.invoke(ours.url, COLD_ENDPOINT.format(i)) for i in range(plan.cold_endpoints)
-        ]
-    theirs = []
-    for _ in range(plan.cold_endpoints):
-        start = time.perf_counter()
-        await (await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")).wait()
-        theirs.append(time.perf_counter() - start)
-    mine = [latency for latency in firsts if latency is not None]
-    return {**compare(mine, theirs, "p50 p90 max", SPAWN_NAME), "endpoints": plan.cold_endpoints}
+    @contextlib.asynccontextmanager
+    async def client(self, concurrency: int) -> AsyncIterator[LoadGenerator]:
+        """One keep-alive client session, used for both servers alike."""
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector, timeout=CLIENT_TIMEOUT) as session:
+            yield LoadGenerator(session, self.ours.url, self.errors)
+
+    async def warm_latency(self) -> dict[str, object]:
+        """Sequential invocations of the warm endpoint, after ``plan.warm_up`` untimed ones."""
+        warm_up, timed = self.plan.warm_up, self.plan.warm_requests
+        found: list[list[float]] = []
+        async with self.client(1) as gen:
+            for url in (self.ours.url, self.bare.url):
+                runs = [await gen.invoke(url, WARM_ENDPOINT) for _ in range(warm_up + timed)]
+                found.append([latency for latency in runs[warm_up:] if latency is not None])
+        mine, theirs = found
+        return {**compare(mine, theirs, "p50 p99", BARE_NAME), "requests": timed}
+
+    async def throughput(self) -> dict[str, object]:
+        async with self.client(self.plan.concurrency) as gen:
+            mine, theirs = [await rate(gen, s.url, self.plan) for s in (self.ours, self.bare)]
+        return Comparison(mine, theirs, BARE_NAME, "requests/s").as_json()
+
+    async def cold_start(self) -> dict[str, object]:
+        """The first request to each of ``plan.cold_endpoints`` zero-scaled endpoints, beside
+        starting an interpreter that does nothing."""
+        count, url = self.plan.cold_endpoints, self.ours.url
+        async with self.client(1) as gen:
+            firsts = [await gen.invoke(url, COLD_ENDPOINT.format(i)) for i in range(count)]
+        spawns: list[float] = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await (await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")).wait()
+            spawns.append(time.perf_counter() - start)
+        mine = [latency for latency in firsts if latency is not None]
+        return {**compare(mine, spawns, "p50 p90 max", SPAWN_NAME), "endpoints": count}
+
+    def worker_uss(self, before: set[int]) -> float | None:
+        """USS of the worker the warm phase started: the gateway's one new child process."""
+        workers = sorted(children(self.ours.proc.pid) - before)
+        if len(workers) != 1:
+            self.errors.append(f"expected one new worker child of the gateway, found {workers}")
+            return None
+        return uss_mb(workers[0])
 
 
 async def run(plan: Plan) -> dict[str, object]:
-    errors: list[str] = []
+    # SIGTERM cancels the run, so the servers are still stopped on the way out.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     with tempfile.TemporaryDirectory(prefix="coldbrew-bench-") as folder:
         config = write_config(Path(folder), plan)
         progress("starting the gateway and the bare echo server")
@@ -308,21 +316,22 @@ async def run(plan: Plan) -> dict[str, object]:
             serving(gateway_argv, "gateway") as ours,
             serving([sys.executable, str(BARE_ECHO)], "bare echo") as bare,
         ):
+            bench = Bench(ours, bare, plan, errors=[])
             idle_uss, before = uss_mb(ours.proc.pid), children(ours.proc.pid)
             progress(f"warm latency at concurrency 1 ({plan.warm_requests} requests each)")
-            warm = await measure_warm_latency(errors, ours, bare, plan)
-            worker_uss = worker_uss_mb(ours.proc.pid, before, errors)
+            warm = await bench.warm_latency()
+            worker_uss = bench.worker_uss(before)
             progress(f"throughput at concurrency {plan.concurrency} ({plan.throughput_s:g} s each)")
-            throughput = await measure_throughput(errors, ours, bare, plan)
+            throughput = await bench.throughput()
             progress(f"cold starts on {plan.cold_endpoints} endpoints")
-            cold = await measure_cold_start(errors, ours, plan)
+            cold = await bench.cold_start()
     return {
         "warm_latency_c1": warm,
         f"throughput_c{plan.concurrency}": throughput,
         "cold_start": cold,
         "memory": {"gateway_idle_uss": idle_uss, "warm_worker_uss": worker_uss, "unit": "MB"},
-        "errors": {"count": len(errors), "samples": errors[:10]},
-        "ok": not errors,
+        "errors": {"count": len(bench.errors), "samples": bench.errors[:10]},
+        "ok": not bench.errors,
     }
 
 
@@ -354,8 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
-    if not results["ok"]:
-        progress(f"FAILED with errors: {results['errors']}")
     return 0 if results["ok"] else 1
 
 

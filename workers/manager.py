@@ -134,16 +134,17 @@ class PoolManager:
         return sorted(pid for pool in pools for pid in pool.worker_pids())
 
     async def _run_reaper(self) -> None:
-        """Reap idle workers exactly when their keep-alive ends: sleep until the earliest
-        expiry, or until a release may have moved it."""
+        """Reap idle workers exactly when their keep-alive ends, and keep min_workers
+        warm: sleep until the earliest expiry or retry, or until a release or an exit
+        may have changed it."""
         while True:
             self._wake.clear()
             now = self._now()
             next_at: float | None = None
             for pool in self._pools.values():
-                at = pool.reap_idle_nowait(now)
-                if at is not None and (next_at is None or at < next_at):
-                    next_at = at
+                for at in (pool.reap_idle_nowait(now), pool.replenish_nowait(now)):
+                    if at is not None and (next_at is None or at < next_at):
+                        next_at = at
             delay = None if next_at is None else max(0.0, next_at - self._now())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

@@ -22,6 +22,10 @@ from workers.spec import Invocation, InvocationResult, PoolLimits, WorkerSpec
 
 # A worker's output is logged line by line; a longer run without a newline is cut here.
 MAX_LOG_LINE = 16 * 1024
+# Keeping min_workers warm never turns into a crash loop: after a failed start the next
+# attempt waits, doubling from the first delay up to the last.
+WARM_RETRY_FIRST_S = 1.0
+WARM_RETRY_MAX_S = 60.0
 
 RunBackground = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -78,6 +82,8 @@ class EndpointPool:
         self._closing = False
         self._cold_starts = 0
         self._reaped = 0
+        self._warm_retry_at = 0.0
+        self._warm_retry_delay = WARM_RETRY_FIRST_S
         self._all_exited = asyncio.Event()
         self._all_exited.set()
 
@@ -128,7 +134,9 @@ class EndpointPool:
             if self.total < self.limits.max_workers:
                 break
             await self._wait_for_change()
-        return await self._start_worker(), True
+        worker = await self._start_worker()
+        self._busy.add(worker)
+        return worker, True
 
     def _take_idle_nowait(self) -> WorkerProcess | None:
         while self._idle:
@@ -155,6 +163,7 @@ class EndpointPool:
         self._waiters.clear()
 
     async def _start_worker(self) -> WorkerProcess:
+        """Spawn a worker and wait for READY. The caller places it (busy or idle)."""
         self._starting += 1
         self._cold_starts += 1
         try:
@@ -171,7 +180,6 @@ class EndpointPool:
         finally:
             self._starting -= 1
             self._notify_waiters()
-        self._busy.add(worker)
         self._log.info(
             "%s: worker %d ready, model loaded in %.1f ms", self.spec.label, worker.pid, load_ms
         )
@@ -179,6 +187,9 @@ class EndpointPool:
 
     def _release(self, worker: WorkerProcess) -> None:
         self._busy.discard(worker)
+        self._make_idle(worker)
+
+    def _make_idle(self, worker: WorkerProcess) -> None:
         if worker.alive:
             if self._closing:
                 self._run_background(self._stop(worker))
@@ -187,6 +198,47 @@ class EndpointPool:
                 self._idle.append(worker)
                 self._wake_reaper()
         self._notify_waiters()
+
+    async def prewarm(self) -> float:
+        """Start one worker and leave it idle; return its model load time in ms.
+
+        Used to prove a model loads (an endpoint becomes InService once one worker has
+        answered READY). Raises PoolClosed, SetupFailed or SetupTimeout.
+        """
+        if self._closing:
+            raise PoolClosed(f"endpoint {self.spec.label} is shutting down")
+        worker = await self._start_worker()
+        self._make_idle(worker)
+        return worker.load_ms or 0.0
+
+    def replenish_nowait(self, now: float) -> float | None:
+        """Start workers until ``min_workers`` exist; return when to look again (after a
+        failed start, not before the retry delay)."""
+        missing = self.limits.min_workers - self.total
+        if self._closing or missing <= 0:
+            return None
+        if now < self._warm_retry_at:
+            return self._warm_retry_at
+        for _ in range(missing):
+            self._run_background(self._keep_warm())
+        return None
+
+    async def _keep_warm(self) -> None:
+        try:
+            worker = await self._start_worker()
+        except WorkerError as error:
+            self._warm_retry_at = self._now() + self._warm_retry_delay
+            self._warm_retry_delay = min(self._warm_retry_delay * 2, WARM_RETRY_MAX_S)
+            self._log.error(
+                "%s: could not keep a worker warm: %s (next try in %g s)",
+                self.spec.label,
+                error,
+                self._warm_retry_at - self._now(),
+            )
+            self._wake_reaper()
+            return
+        self._warm_retry_delay = WARM_RETRY_FIRST_S
+        self._make_idle(worker)
 
     async def _stop(self, worker: WorkerProcess) -> None:
         await worker.stop()
@@ -213,6 +265,7 @@ class EndpointPool:
         if not self._live:
             self._all_exited.set()
         self._notify_waiters()
+        self._wake_reaper()  # a kept-warm worker that died is replaced
         self._log.info("%s: worker %d %s", self.spec.label, worker.pid, describe_exit(returncode))
 
     def _log_output(self, worker: WorkerProcess, line: bytes) -> None:
@@ -221,10 +274,14 @@ class EndpointPool:
 
     def reap_idle_nowait(self, now: float) -> float | None:
         """Stop the idle workers whose keep-alive has passed; return when to look again."""
+        # Warm workers are counted with the busy and starting ones: only idle workers
+        # beyond min_workers in all may expire.
+        keep = self.limits.min_workers - len(self._busy) - self._starting
         plan = plan_reap(
             [worker.idle_since for worker in self._idle],
             now=now,
             idle_timeout_s=self.limits.idle_timeout_s,
+            keep=keep,
         )
         if plan.reap:
             doomed = set(plan.reap)

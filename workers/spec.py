@@ -24,17 +24,27 @@ class WorkerSpec:
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
-    """Bounds of one endpoint's pool. Validated at construction."""
+    """Bounds of one endpoint's pool. Validated at construction.
+
+    ``min_workers`` are kept warm at all times: never reaped, restarted when they die
+    (provisioned concurrency, or the instances of an instance-based variant).
+    """
 
     max_workers: int
     idle_timeout_s: float
     invocation_timeout_s: float
     setup_timeout_s: float
     max_response_bytes: int
+    min_workers: int = 0
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+        if not 0 <= self.min_workers <= self.max_workers:
+            raise ValueError(
+                f"min_workers must be in 0..max_workers ({self.max_workers}), "
+                f"got {self.min_workers}"
+            )
         for name in ("idle_timeout_s", "invocation_timeout_s", "setup_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
