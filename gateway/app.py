@@ -10,7 +10,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.admission import AdmissionStore, LocalAdmission
+from gateway.artifacts import ArtifactStore
 from gateway.clock import Clock
+from gateway.control.api import ControlPlane
+from gateway.control.context import Services
+from gateway.control.lifecycle import Lifecycle
 from gateway.deployments import Deployments, PoolDefaults
 from gateway.registry import Registry
 from gateway.router import make_dispatch
@@ -34,6 +38,7 @@ class Gateway:
     deployments: Deployments
     admission: AdmissionStore
     pools: PoolManager
+    lifecycle: Lifecycle
 
 
 GATEWAY = web.AppKey("coldbrew.gateway", Gateway)
@@ -55,48 +60,63 @@ def build_app(
     settings: Settings, *, registry: Registry, clock: Clock, log: logging.Logger
 ) -> web.Application:
     """The aiohttp application. The registry is the caller's (opened before, closed
-    after); the worker pools live exactly as long as the application runs."""
+    after); worker pools and endpoint transitions live exactly as long as the app runs,
+    and every stored endpoint is restored before the first request is accepted."""
     pool_settings = settings.pool
-    deployments = Deployments(
-        registry,
-        PoolDefaults(
+    state_dir = settings.server.state_path()
+    deployments = Deployments()
+    admission = LocalAdmission(
+        lease_s=pool_settings.setup_timeout_s + pool_settings.invocation_timeout_s + LEASE_MARGIN_S
+    )
+    pools = PoolManager(
+        private_root=state_dir / "workers",
+        log=logging.getLogger("coldbrew.workers"),
+        now=clock.monotonic,
+    )
+    lifecycle = Lifecycle(
+        registry=registry,
+        deployments=deployments,
+        pools=pools,
+        artifacts=ArtifactStore(state_dir / "artifacts"),
+        defaults=PoolDefaults(
             idle_timeout_s=pool_settings.idle_timeout_s,
             invocation_timeout_s=pool_settings.invocation_timeout_s,
             setup_timeout_s=pool_settings.setup_timeout_s,
             max_response_bytes=settings.quotas.max_payload_bytes,
         ),
-        log,
+        clock=clock,
+        log=log,
     )
-    deployments.load_all()
-    admission = LocalAdmission(
-        lease_s=pool_settings.setup_timeout_s + pool_settings.invocation_timeout_s + LEASE_MARGIN_S
-    )
-    pools = PoolManager(
-        private_root=settings.server.state_path() / "workers",
-        log=logging.getLogger("coldbrew.workers"),
-        now=clock.monotonic,
-    )
-    credentials = credential_lookup(settings)
+    verifier = Verifier(credential_lookup(settings).get, max_skew_s=settings.auth.max_clock_skew_s)
     runtime = Runtime(
         deployments=deployments,
         pools=pools,
         admission=admission,
-        verifier=Verifier(credentials.get, max_skew_s=settings.auth.max_clock_skew_s),
+        verifier=verifier,
         clock=clock,
         region_concurrency=settings.quotas.region_concurrency,
         max_payload_bytes=settings.quotas.max_payload_bytes,
+    )
+    control = ControlPlane(
+        Services(registry, deployments, lifecycle, settings.quotas, clock), verifier
     )
     app = web.Application(
         # Bodies are read by the handlers themselves, within their own limits.
         client_max_size=settings.quotas.max_payload_bytes + 1,
     )
-    app[GATEWAY] = Gateway(settings, clock, registry, deployments, admission, pools)
+    app[GATEWAY] = Gateway(settings, clock, registry, deployments, admission, pools, lifecycle)
 
     async def run_pools(app: web.Application) -> AsyncIterator[None]:
         async with pools:
             yield
 
-    app.cleanup_ctx.append(run_pools)
+    async def run_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        # Entered after the pools and left before them: transitions use pools.
+        async with lifecycle:
+            await lifecycle.restore()
+            yield
+
+    app.cleanup_ctx.extend([run_pools, run_lifecycle])
     app.router.add_get("/health", health)
-    app.router.add_route("*", "/{tail:.*}", make_dispatch(runtime, log))
+    app.router.add_route("*", "/{tail:.*}", make_dispatch(runtime, control, log))
     return app

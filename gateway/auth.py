@@ -6,16 +6,24 @@ refused without reading its payload.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
-from gateway.errors import validation_error
+from gateway.errors import ServiceError, validation_error
 from gateway.sigv4 import Principal, Verifier, parse_authorization
 
 
-async def read_body(request: web.Request, limit: int, field: str = "body") -> bytes:
+async def read_body(
+    request: web.Request,
+    limit: int,
+    field: str = "body",
+    error: Callable[[str], ServiceError] = validation_error,
+) -> bytes:
     """Read the whole request body, refusing one over ``limit`` bytes without reading
-    more than ``limit + 1`` of it. Raises the runtime ValidationError naming ``field``."""
-    too_large = validation_error(
+    more than ``limit + 1`` of it. Raises ``error`` (by default the runtime's
+    ValidationError) naming ``field``."""
+    too_large = error(
         f"1 validation error detected: Value at '{field}' failed to satisfy constraint: "
         f"Member must have length less than or equal to {limit}"
     )
@@ -35,7 +43,12 @@ async def read_body(request: web.Request, limit: int, field: str = "body") -> by
 
 
 async def authenticate(
-    request: web.Request, verifier: Verifier, *, now: float, body_limit: int
+    request: web.Request,
+    verifier: Verifier,
+    *,
+    now: float,
+    body_limit: int,
+    error: Callable[[str], ServiceError] = validation_error,
 ) -> tuple[Principal, bytes]:
     """Verify the request's signature; return who signed it and the body.
 
@@ -43,7 +56,7 @@ async def authenticate(
     ``body_limit``.
     """
     parsed = parse_authorization(request.headers.get("Authorization"))
-    body = await read_body(request, body_limit)
+    body = await read_body(request, body_limit, error=error)
     # The path exactly as received: yarl's parts may decode or re-encode it.
     raw_path, _, query = request.raw_path.partition("?")
     principal = verifier.verify(

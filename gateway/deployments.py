@@ -1,45 +1,38 @@
-"""The runtime's view of the registry: what each InService endpoint runs, resolved once
-per write so an invocation resolves its endpoint with one dictionary lookup.
+"""What each serving endpoint runs, and the runtime's view of them.
 
-The control plane writes the registry, then calls ``refresh``; the runtime only calls
-``resolve``.
+A ``Deployment`` is built from an endpoint's config and model documents plus the local
+model directory its artifacts resolved to. The lifecycle builds deployments (resolving
+artifacts can take I/O) and puts them in ``Deployments``; the runtime resolves an
+invocation's endpoint there with one dictionary lookup.
+
+Every deployment has a ``generation``: an update builds a new generation with a pool of
+its own, so in-flight invocations finish on the old workers while new ones go to the new.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, Final
 
-from gateway.registry import EndpointRecord, Registry, Scope
+from gateway.control.rules import (
+    InstanceVariant,
+    ServerlessVariant,
+    Variant,
+    model_container,
+    parse_config,
+)
+from gateway.registry import Scope
 from workers import PoolLimits, WorkerSpec
 
-PoolKey = tuple[str, str, str]
+EndpointKey = tuple[str, str, str]
+PoolKey = tuple[str, str, str, int]
 
-
-class DeploymentError(Exception):
-    """The stored documents do not describe something this gateway can run."""
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    """Everything the runtime needs to serve one endpoint."""
-
-    scope: Scope
-    name: str
-    variant_name: str
-    max_concurrency: int
-    memory_mb: int
-    spec: WorkerSpec
-    limits: PoolLimits
-
-    @property
-    def key(self) -> PoolKey:
-        """The endpoint's identity for pools and admission: names are case-insensitive."""
-        return (self.scope.account_id, self.scope.region, self.name.lower())
+# An instance-based endpoint queues requests for its workers instead of throttling at
+# its instance count; this many requests per instance may wait before it throttles.
+INSTANCE_QUEUE_PER_WORKER: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,110 +45,139 @@ class PoolDefaults:
     max_response_bytes: int
 
 
-def model_dir_from_url(url: str) -> Path:
-    """The local directory a ModelDataUrl names: an absolute path or a ``file://`` URL.
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Everything the runtime needs to serve one endpoint."""
 
-    Raises DeploymentError for anything else, or a directory that does not exist.
-    """
-    if url.startswith("file://"):
-        path = Path(unquote(urlsplit(url).path))
-    elif url.startswith("/"):
-        path = Path(url)
-    else:
-        raise DeploymentError(f"ModelDataUrl {url!r} is not a local directory or file:// URL")
-    if not path.is_dir():
-        raise DeploymentError(f"ModelDataUrl {url!r}: {path} is not a directory")
-    return path
+    scope: Scope
+    name: str
+    config_name: str
+    variant: Variant
+    image: str
+    spec: WorkerSpec
+    limits: PoolLimits
+    generation: int
+
+    @property
+    def key(self) -> EndpointKey:
+        """The endpoint's identity for admission: names are case-insensitive."""
+        return endpoint_key(self.scope, self.name)
+
+    @property
+    def pool_key(self) -> PoolKey:
+        return (*self.key, self.generation)
+
+    @property
+    def serverless(self) -> bool:
+        return isinstance(self.variant, ServerlessVariant)
+
+    @property
+    def admission_limit(self) -> int:
+        """Concurrent invocations admitted before throttling."""
+        if isinstance(self.variant, ServerlessVariant):
+            return self.variant.max_concurrency
+        return self.variant.instance_count * INSTANCE_QUEUE_PER_WORKER
 
 
-def _container(model_document: Mapping[str, Any]) -> Mapping[str, Any]:
-    container = model_document.get("PrimaryContainer")
-    if container is None:
-        containers = model_document.get("Containers") or []
-        container = containers[0] if containers else None
-    if not isinstance(container, Mapping):
-        raise DeploymentError("the model has no PrimaryContainer")
-    return container
+def endpoint_key(scope: Scope, name: str) -> EndpointKey:
+    return (scope.account_id, scope.region, name.lower())
+
+
+def effective_variant(variant: Variant, overrides: Mapping[str, Any]) -> Variant:
+    """The variant with what UpdateEndpointWeightsAndCapacities changed applied."""
+    change = overrides.get(variant.name) or {}
+    if isinstance(variant, ServerlessVariant):
+        update = change.get("ServerlessUpdateConfig") or {}
+        return ServerlessVariant(
+            variant.name,
+            variant.model_name,
+            variant.memory_mb,
+            int(update.get("MaxConcurrency", variant.max_concurrency)),
+            update.get("ProvisionedConcurrency", variant.provisioned_concurrency),
+        )
+    count = change.get("DesiredInstanceCount")
+    if count is None:
+        return variant
+    return InstanceVariant(
+        variant.name,
+        variant.model_name,
+        variant.instance_type,
+        int(count),
+        variant.memory_mb,
+        variant.vcpus,
+    )
 
 
 def build_deployment(
-    registry: Registry, endpoint: EndpointRecord, defaults: PoolDefaults
+    *,
+    scope: Scope,
+    endpoint_name: str,
+    config_name: str,
+    config_document: Mapping[str, Any],
+    model_document: Mapping[str, Any],
+    model_dir: Path,
+    overrides: Mapping[str, Any],
+    defaults: PoolDefaults,
+    generation: int,
 ) -> Deployment:
-    """Resolve an endpoint record through its config and model. Raises DeploymentError."""
-    config = registry.get_endpoint_config(endpoint.scope, endpoint.config_name)
-    if config is None:
-        raise DeploymentError(f"endpoint config {endpoint.config_name!r} does not exist")
-    variant = config.document["ProductionVariants"][0]
-    serverless = variant.get("ServerlessConfig")
-    if not isinstance(serverless, Mapping):
-        raise DeploymentError(f"variant {variant.get('VariantName')!r} is not serverless")
-    model = registry.get_model(endpoint.scope, str(variant.get("ModelName", "")))
-    if model is None:
-        raise DeploymentError(f"model {variant.get('ModelName')!r} does not exist")
-    container = _container(model.document)
-    model_dir = model_dir_from_url(str(container.get("ModelDataUrl", "")))
-    max_concurrency = int(serverless["MaxConcurrency"])
-    memory_mb = int(serverless["MemorySizeInMB"])
-    label = f"{endpoint.scope.account_id}/{endpoint.scope.region}/{endpoint.name}"
+    """A deployment from stored documents (already validated when they were created)."""
+    variant = effective_variant(parse_config(config_document), overrides)
+    container = model_container(model_document)
+    if isinstance(variant, ServerlessVariant):
+        max_workers = variant.max_concurrency
+        min_workers = variant.provisioned_concurrency or 0
+    else:
+        max_workers = min_workers = variant.instance_count
     return Deployment(
-        scope=endpoint.scope,
-        name=endpoint.name,
-        variant_name=str(variant["VariantName"]),
-        max_concurrency=max_concurrency,
-        memory_mb=memory_mb,
+        scope=scope,
+        name=endpoint_name,
+        config_name=config_name,
+        variant=variant,
+        image=str(container.get("Image", "")),
         spec=WorkerSpec(
-            label=label,
+            label=f"{scope.account_id}/{scope.region}/{endpoint_name}",
             model_dir=model_dir,
-            memory_mb=memory_mb,
+            memory_mb=variant.memory_mb,
             environment=dict(container.get("Environment") or {}),
         ),
         limits=PoolLimits(
-            max_workers=max_concurrency,
+            max_workers=max_workers,
+            min_workers=min_workers,
             idle_timeout_s=defaults.idle_timeout_s,
             invocation_timeout_s=defaults.invocation_timeout_s,
             setup_timeout_s=defaults.setup_timeout_s,
             max_response_bytes=defaults.max_response_bytes,
         ),
+        generation=generation,
     )
 
 
 class Deployments:
-    """InService endpoints by (account, region, lower-cased name)."""
+    """Serving deployments by endpoint key, and the source of fresh generations."""
 
-    def __init__(self, registry: Registry, defaults: PoolDefaults, log: logging.Logger) -> None:
-        self._registry = registry
-        self._defaults = defaults
-        self._log = log
-        self._by_key: dict[PoolKey, Deployment] = {}
+    def __init__(self) -> None:
+        self._by_key: dict[EndpointKey, Deployment] = {}
+        self._generations = itertools.count(1)
 
-    def load_all(self) -> None:
-        """Rebuild the view from the registry (at start). An endpoint that cannot be
-        resolved is logged and left out, so one broken record cannot stop the gateway."""
-        self._by_key.clear()
-        for endpoint in self._registry.all_endpoints():
-            self._put(endpoint)
+    def next_generation(self) -> int:
+        return next(self._generations)
 
-    def refresh(self, scope: Scope, name: str) -> Deployment | None:
-        """Re-read one endpoint after a write; returns its deployment if it serves."""
-        key = (scope.account_id, scope.region, name.lower())
-        self._by_key.pop(key, None)
-        endpoint = self._registry.get_endpoint(scope, name)
-        return self._put(endpoint) if endpoint is not None else None
-
-    def _put(self, endpoint: EndpointRecord) -> Deployment | None:
-        if endpoint.status != "InService":
-            return None
-        try:
-            deployment = build_deployment(self._registry, endpoint, self._defaults)
-        except (DeploymentError, KeyError, TypeError, ValueError, IndexError) as exc:
-            self._log.error("endpoint %s cannot serve: %s", endpoint.arn, exc)
-            return None
+    def put(self, deployment: Deployment) -> Deployment | None:
+        """Serve ``deployment`` from now on; return the one it replaces, if any."""
+        previous = self._by_key.get(deployment.key)
         self._by_key[deployment.key] = deployment
-        return deployment
+        return previous
+
+    def remove(self, scope: Scope, name: str) -> Deployment | None:
+        """Stop serving the endpoint; return its deployment, if it had one."""
+        return self._by_key.pop(endpoint_key(scope, name), None)
+
+    def get(self, scope: Scope, name: str) -> Deployment | None:
+        return self._by_key.get(endpoint_key(scope, name))
 
     def resolve(self, account_id: str, region: str, name: str) -> Deployment | None:
         """The deployment serving ``name`` in (account, region), or None."""
         return self._by_key.get((account_id, region, name.lower()))
 
-    def all(self) -> list[Deployment]:
-        return list(self._by_key.values())
+    def __iter__(self) -> Iterator[Deployment]:
+        return iter(list(self._by_key.values()))

@@ -26,7 +26,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
@@ -72,12 +72,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) STRICT
         """,
     ),
+    # Version 2: what UpdateEndpointWeightsAndCapacities changed on top of the config
+    # (a JSON object per variant name); NULL when nothing was.
+    ("ALTER TABLE endpoint ADD COLUMN overrides TEXT",),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _ENDPOINT_SELECT: Final = """
     SELECT r.id, r.account, r.region, r.name, r.arn, r.created,
-           e.config_name, e.status, e.failure_reason, e.last_modified, e.pending_config_name
+           e.config_name, e.status, e.failure_reason, e.last_modified, e.pending_config_name,
+           e.overrides
     FROM resource AS r JOIN endpoint AS e ON e.resource_id = r.id
 """
 
@@ -135,6 +139,7 @@ class EndpointRecord:
     created: float
     last_modified: float
     pending_config_name: str | None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 class RegistryError(Exception):
@@ -235,10 +240,16 @@ class Registry:
     # models
 
     def create_model(
-        self, scope: Scope, name: str, document: Mapping[str, Any], now: float
+        self,
+        scope: Scope,
+        name: str,
+        document: Mapping[str, Any],
+        now: float,
+        tags: Mapping[str, str] | None = None,
     ) -> ModelRecord:
-        """Store a new model. Raises ``AlreadyExists`` if the name is taken in the scope."""
-        return self._create_document(ModelRecord, "model", scope, name, document, now)
+        """Store a new model with its tags. Raises ``AlreadyExists`` if the name is taken
+        in the scope."""
+        return self._create_document(ModelRecord, "model", scope, name, document, now, tags)
 
     def get_model(self, scope: Scope, name: str) -> ModelRecord | None:
         """The model of that name (any letter case) in the scope, or ``None``."""
@@ -255,14 +266,19 @@ class Registry:
     # endpoint configs
 
     def create_endpoint_config(
-        self, scope: Scope, name: str, document: Mapping[str, Any], now: float
+        self,
+        scope: Scope,
+        name: str,
+        document: Mapping[str, Any],
+        now: float,
+        tags: Mapping[str, str] | None = None,
     ) -> EndpointConfigRecord:
-        """Store a new endpoint config. Raises ``AlreadyExists``.
+        """Store a new endpoint config with its tags. Raises ``AlreadyExists``.
 
         Models named by the document are not checked; the control plane does that.
         """
         return self._create_document(
-            EndpointConfigRecord, "endpoint-config", scope, name, document, now
+            EndpointConfigRecord, "endpoint-config", scope, name, document, now, tags
         )
 
     def get_endpoint_config(self, scope: Scope, name: str) -> EndpointConfigRecord | None:
@@ -280,15 +296,23 @@ class Registry:
     # endpoints
 
     def create_endpoint(
-        self, scope: Scope, name: str, config_name: str, status: str, now: float
+        self,
+        scope: Scope,
+        name: str,
+        config_name: str,
+        status: str,
+        now: float,
+        tags: Mapping[str, str] | None = None,
     ) -> EndpointRecord:
-        """Store a new endpoint using ``config_name``.
+        """Store a new endpoint using ``config_name``, with its tags.
 
         Raises ``AlreadyExists`` if the name is taken, ``NotFound`` (kind
         ``endpoint-config``) if the config does not exist in the scope.
         """
         with self._transaction():
-            return self._insert_endpoint(scope, name, config_name, status, now)
+            record = self._insert_endpoint(scope, name, config_name, status, now)
+            self._put_tags(self._resource_id_by_arn(scope, record.arn), tags or {})
+            return record
 
     def get_endpoint(self, scope: Scope, name: str) -> EndpointRecord | None:
         """The endpoint of that name (any letter case) in the scope, or ``None``."""
@@ -308,11 +332,13 @@ class Registry:
         failure_reason: str | _Unset | None = UNSET,
         config_name: str | None = None,
         pending_config_name: str | _Unset | None = UNSET,
+        overrides: Mapping[str, Any] | _Unset = UNSET,
     ) -> EndpointRecord:
         """Change the given fields of an endpoint and set ``last_modified`` to ``now``.
 
         ``status``/``config_name`` of ``None`` and ``failure_reason``/``pending_config_name``
-        of ``UNSET`` leave the field alone; ``None`` for the latter two clears it. Raises
+        /``overrides`` of ``UNSET`` leave the field alone; ``None`` for the middle two and
+        an empty mapping for ``overrides`` clear it. Raises
         ``NotFound`` (kind ``endpoint``) if the endpoint does not exist, or (kind
         ``endpoint-config``) if a config name given does not.
         """
@@ -325,6 +351,7 @@ class Registry:
                 failure_reason=failure_reason,
                 config_name=config_name,
                 pending_config_name=pending_config_name,
+                overrides=overrides,
             )
 
     def delete_endpoint(self, scope: Scope, name: str) -> None:
@@ -363,13 +390,16 @@ class Registry:
         Raises ``NotFound`` if no resource of the scope has exactly that ARN. The limit of
         50 tags per resource is the caller's to enforce.
         """
-        with self._transaction() as conn:
-            resource_id = self._resource_id_by_arn(scope, resource_arn)
-            conn.executemany(
-                "INSERT INTO tag (resource_id, key, value) VALUES (?, ?, ?)"
-                " ON CONFLICT (resource_id, key) DO UPDATE SET value = excluded.value",
-                [(resource_id, key, value) for key, value in tags.items()],
-            )
+        with self._transaction():
+            self._put_tags(self._resource_id_by_arn(scope, resource_arn), tags)
+
+    def _put_tags(self, resource_id: int, tags: Mapping[str, str]) -> None:
+        """Add or overwrite tags; call inside a transaction."""
+        self._conn.executemany(
+            "INSERT INTO tag (resource_id, key, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (resource_id, key) DO UPDATE SET value = excluded.value",
+            [(resource_id, key, value) for key, value in tags.items()],
+        )
 
     def list_tags(self, scope: Scope, resource_arn: str) -> dict[str, str]:
         """A resource's tags, in the order their keys were first added. Raises ``NotFound``."""
@@ -485,9 +515,11 @@ class Registry:
         name: str,
         document: Mapping[str, Any],
         now: float,
+        tags: Mapping[str, str] | None = None,
     ) -> _DocumentRecord:
         with self._transaction() as conn:
             resource_id = self._insert_resource(scope, kind, name, now, _encode(document))
+            self._put_tags(resource_id, tags or {})
             row = conn.execute("SELECT * FROM resource WHERE id = ?", (resource_id,)).fetchone()
             return _document_record(record_type, row)
 
@@ -561,6 +593,7 @@ class Registry:
         failure_reason: str | _Unset | None,
         config_name: str | None,
         pending_config_name: str | _Unset | None,
+        overrides: Mapping[str, Any] | _Unset = UNSET,
     ) -> EndpointRecord:
         """The body of ``update_endpoint``; call inside a transaction."""
         current = self._find(scope, "endpoint", name)
@@ -579,6 +612,8 @@ class Registry:
                 if pending_config_name is None
                 else self._config_spelling(scope, pending_config_name)
             )
+        if not isinstance(overrides, _Unset):
+            changes["overrides"] = _encode(overrides) if overrides else None
         # Column names come from the fixed keys above, never from the caller.
         assignments = ", ".join(f"{column} = ?" for column in changes)
         self._conn.execute(
@@ -627,6 +662,7 @@ def _endpoint_record(row: sqlite3.Row) -> EndpointRecord:
         created=row["created"],
         last_modified=row["last_modified"],
         pending_config_name=row["pending_config_name"],
+        overrides=json.loads(row["overrides"]) if row["overrides"] else {},
     )
 
 

@@ -13,6 +13,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway import errors
+from gateway.control.api import ControlPlane
 from gateway.errors import Flavor, ServiceError, error_response
 from gateway.runtime import InvocationContext, Runtime
 from gateway.sigv4 import SigV4Error
@@ -88,6 +89,7 @@ def _auth_error(exc: SigV4Error) -> ServiceError:
 
 def make_dispatch(
     runtime: Runtime,
+    control: ControlPlane,
     log: logging.Logger,
     new_request_id: Callable[[], str] = lambda: str(uuid.uuid4()),
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -103,14 +105,10 @@ def make_dispatch(
                 raise ServiceError(
                     405, "UnknownOperationException", f"{request.method} {path} is not supported."
                 )
+            if flavor is Flavor.CONTROL:
+                return await control.handle(request, ctx.request_id)
             if match is None:
-                raise ServiceError(
-                    404 if flavor is Flavor.RUNTIME else 400,
-                    "UnknownOperationException",
-                    f"No operation at {path}."
-                    if flavor is Flavor.RUNTIME
-                    else "Unknown operation.",
-                )
+                raise ServiceError(404, "UnknownOperationException", f"No operation at {path}.")
             if match["op"] != "invocations":
                 raise errors.validation_error(
                     "Serverless endpoints support InvokeEndpoint only; "

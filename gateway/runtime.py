@@ -8,6 +8,7 @@ Failures are raised; the router maps them to the wire.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
@@ -141,18 +142,26 @@ class Runtime:
     async def _admit_and_run(
         self, deployment: Deployment, invocation: Invocation, ctx: InvocationContext
     ) -> web.Response:
-        key = deployment.key
+        scope = deployment.scope
+        if deployment.serverless:
+            region_key: tuple[str, ...] = ("region", scope.account_id, scope.region)
+            region_limit = self._region_concurrency
+        else:
+            # Instance-based endpoints are not serverless: the region's serverless
+            # concurrency quota does not apply to them.
+            region_key = ("instances", scope.account_id, scope.region)
+            region_limit = sys.maxsize
         grant = self._admission.try_acquire(
-            endpoint_key=("endpoint", *key),
-            endpoint_limit=deployment.max_concurrency,
-            region_key=("region", deployment.scope.account_id, deployment.scope.region),
-            region_limit=self._region_concurrency,
+            endpoint_key=("endpoint", *deployment.key),
+            endpoint_limit=deployment.admission_limit,
+            region_key=region_key,
+            region_limit=region_limit,
             now=self._clock.monotonic(),
         )
         if grant is Refusal.ENDPOINT:
             raise throttling(
-                f"Endpoint {deployment.name} is at its MaxConcurrency of "
-                f"{deployment.max_concurrency} concurrent invocations."
+                f"Endpoint {deployment.name} is at its limit of "
+                f"{deployment.admission_limit} concurrent invocations."
             )
         if grant is Refusal.REGION:
             raise throttling(
@@ -160,7 +169,7 @@ class Runtime:
                 f"{self._region_concurrency} in {deployment.scope.region}."
             )
         try:
-            pool = self._pools.pool(key, deployment.spec, deployment.limits)
+            pool = self._pools.pool(deployment.pool_key, deployment.spec, deployment.limits)
             result = await pool.invoke(invocation)
         finally:
             self._admission.release(grant, now=self._clock.monotonic())
@@ -174,7 +183,7 @@ class Runtime:
             )
         headers = {
             "x-amzn-RequestId": ctx.request_id,
-            "x-Amzn-Invoked-Production-Variant": deployment.variant_name,
+            "x-Amzn-Invoked-Production-Variant": deployment.variant.name,
         }
         if result.custom_attributes is not None:
             headers[CUSTOM_ATTRIBUTES] = result.custom_attributes

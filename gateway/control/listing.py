@@ -271,8 +271,11 @@ def _decode(token: str, fingerprint: str) -> Listable:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except ValueError as exc:
         raise InvalidToken("not decodable base64") from exc
+    # One spelling per token: the decoder ignores stray bits of the last character.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+        raise InvalidToken("not the canonical spelling")
     checksum, payload = raw[:_CHECKSUM_BYTES], raw[_CHECKSUM_BYTES:]
-    if not payload or not hmac.compare_digest(checksum, _checksum(payload)):
+    if not hmac.compare_digest(checksum, _checksum(payload)):
         raise InvalidToken("checksum mismatch")
     try:
         fields = json.loads(payload)

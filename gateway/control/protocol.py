@@ -43,9 +43,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
             400, "SerializationException", f"The request body is not valid JSON: {exc}"
         ) from None
     if not isinstance(value, dict):
-        raise ServiceError(
-            400, "SerializationException", "The request body must be a JSON object."
-        )
+        raise ServiceError(400, "SerializationException", "The request body must be a JSON object.")
     return value
 
 

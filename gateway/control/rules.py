@@ -171,9 +171,7 @@ def check_provisioned(provisioned: object, maximum: int, path: str) -> None:
         )
 
 
-def _instance(
-    name: str, model_name: str, variant: Mapping[str, Any], path: str
-) -> InstanceVariant:
+def _instance(name: str, model_name: str, variant: Mapping[str, Any], path: str) -> InstanceVariant:
     instance_type = str(variant["InstanceType"])
     if instance_type not in INSTANCE_TYPES:
         raise _fail(

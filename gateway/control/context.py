@@ -1,0 +1,71 @@
+"""What every control-plane operation is given: the collaborators, and the call's scope
+and time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.control.lifecycle import Lifecycle
+from gateway.control.listing import InvalidQuery, InvalidToken, Listable, ListQuery, list_page
+from gateway.deployments import Deployments
+from gateway.errors import ServiceError, validation_exception
+from gateway.registry import Registry, Scope
+from gateway.settings import QuotaSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    registry: Registry
+    deployments: Deployments
+    lifecycle: Lifecycle
+    quotas: QuotaSettings
+    clock: Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One control-plane call: whose resources it acts on, and when."""
+
+    scope: Scope
+    now: float
+
+
+def tag_map(body: dict[str, Any]) -> dict[str, str]:
+    """The request's ``Tags`` list as a mapping (a repeated key keeps its last value)."""
+    return {str(tag["Key"]): str(tag.get("Value", "")) for tag in body.get("Tags") or []}
+
+
+def without_tags(body: dict[str, Any]) -> dict[str, Any]:
+    """The document to store: tags live beside it, not in it."""
+    return {key: value for key, value in body.items() if key != "Tags"}
+
+
+def page(
+    body: dict[str, Any],
+    items: list[Listable],
+    *,
+    default_max_results: int,
+    sort_keys: tuple[str, ...] = ("Name", "CreationTime"),
+) -> tuple[list[Listable], str | None]:
+    """One page of a List operation; bad queries and tokens are ValidationException."""
+    try:
+        query = ListQuery.from_request(
+            body, default_max_results=default_max_results, sort_keys=sort_keys
+        )
+        return list_page(items, query)
+    except (InvalidQuery, InvalidToken) as error:
+        raise validation_exception(str(error)) from None
+
+
+def not_found(kind: str, arn: str) -> ServiceError:
+    """The real service's wording for a missing model, config or endpoint (spec §2.3)."""
+    return validation_exception(f'Could not find {kind} "{arn}".')
+
+
+def already_exists(kind: str, arn: str) -> ServiceError:
+    return validation_exception(f'Cannot create already existing {kind} "{arn}".')
+
+
+KIND_WORDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}

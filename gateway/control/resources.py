@@ -1,0 +1,162 @@
+"""CreateModel, DescribeModel, DeleteModel, ListModels, and the same four for endpoint
+configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.control.context import (
+    Call,
+    Services,
+    already_exists,
+    not_found,
+    page,
+    tag_map,
+    without_tags,
+)
+from gateway.control.listing import Listable
+from gateway.control.rules import check_model, parse_config
+from gateway.errors import ServiceError
+from gateway.registry import AlreadyExists, NotFound, arn
+
+Output = dict[str, Any]
+
+
+def create_model(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    check_model(body)
+    try:
+        record = services.registry.create_model(
+            call.scope, body["ModelName"], without_tags(body), call.now, tag_map(body)
+        )
+    except AlreadyExists as error:
+        raise already_exists("model", error.arn) from None
+    return {"ModelArn": record.arn}
+
+
+def describe_model(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    record = services.registry.get_model(call.scope, body["ModelName"])
+    if record is None:
+        raise not_found("model", arn(call.scope, "model", body["ModelName"]))
+    output: Output = {"EnableNetworkIsolation": False, **record.document}
+    output.update(ModelName=record.name, ModelArn=record.arn, CreationTime=record.created)
+    return output
+
+
+def _endpoints_using(services: Services, call: Call, config_names: set[str]) -> list[str]:
+    """ARNs of endpoints (not being deleted) whose current or pending config is one of
+    ``config_names`` (lower-cased)."""
+    using = []
+    for endpoint in services.registry.list_endpoints(call.scope):
+        names = {endpoint.config_name.lower(), (endpoint.pending_config_name or "").lower()}
+        if endpoint.status != "Deleting" and names & config_names:
+            using.append(endpoint.arn)
+    return using
+
+
+def _in_use(kind: str, resource_arn: str, users: list[str]) -> ServiceError:
+    # Coldbrew needs a live endpoint's model and config to restart it, so it refuses
+    # what SageMaker merely warns against. [U] the real service would allow the delete.
+    return ServiceError(
+        400,
+        "ResourceInUse",
+        f'Cannot delete {kind} "{resource_arn}": it is in use by {", ".join(users)}. '
+        "Delete or update those endpoints first.",
+    )
+
+
+def delete_model(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    name = body["ModelName"]
+    configs = {
+        config.name.lower()
+        for config in services.registry.list_endpoint_configs(call.scope)
+        if any(
+            str(variant.get("ModelName", "")).lower() == name.lower()
+            for variant in config.document.get("ProductionVariants", [])
+        )
+    }
+    users = _endpoints_using(services, call, configs)
+    if users:
+        raise _in_use("model", arn(call.scope, "model", name), users)
+    try:
+        services.registry.delete_model(call.scope, name)
+    except NotFound as error:
+        raise not_found("model", error.arn) from None
+    return {}
+
+
+def list_models(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    items = [
+        Listable(name=m.name, created=m.created, item=m)
+        for m in services.registry.list_models(call.scope)
+    ]
+    chosen, token = page(body, items, default_max_results=10)
+    output: Output = {
+        "Models": [
+            {"ModelName": i.item.name, "ModelArn": i.item.arn, "CreationTime": i.item.created}
+            for i in chosen
+        ]
+    }
+    if token:
+        output["NextToken"] = token
+    return output
+
+
+def create_endpoint_config(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    variant = parse_config(body)
+    if services.registry.get_model(call.scope, variant.model_name) is None:
+        raise not_found("model", arn(call.scope, "model", variant.model_name))
+    try:
+        record = services.registry.create_endpoint_config(
+            call.scope, body["EndpointConfigName"], without_tags(body), call.now, tag_map(body)
+        )
+    except AlreadyExists as error:
+        raise already_exists("endpoint configuration", error.arn) from None
+    return {"EndpointConfigArn": record.arn}
+
+
+def describe_endpoint_config(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    name = body["EndpointConfigName"]
+    record = services.registry.get_endpoint_config(call.scope, name)
+    if record is None:
+        raise not_found("endpoint configuration", arn(call.scope, "endpoint-config", name))
+    output: Output = dict(record.document)
+    output.update(
+        EndpointConfigName=record.name,
+        EndpointConfigArn=record.arn,
+        CreationTime=record.created,
+    )
+    return output
+
+
+def delete_endpoint_config(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    name = body["EndpointConfigName"]
+    config_arn = arn(call.scope, "endpoint-config", name)
+    users = _endpoints_using(services, call, {name.lower()})
+    if users:
+        raise _in_use("endpoint configuration", config_arn, users)
+    try:
+        services.registry.delete_endpoint_config(call.scope, name)
+    except NotFound:
+        raise not_found("endpoint configuration", config_arn) from None
+    return {}
+
+
+def list_endpoint_configs(services: Services, call: Call, body: dict[str, Any]) -> Output:
+    items = [
+        Listable(name=c.name, created=c.created, item=c)
+        for c in services.registry.list_endpoint_configs(call.scope)
+    ]
+    chosen, token = page(body, items, default_max_results=10)
+    output: Output = {
+        "EndpointConfigs": [
+            {
+                "EndpointConfigName": i.item.name,
+                "EndpointConfigArn": i.item.arn,
+                "CreationTime": i.item.created,
+            }
+            for i in chosen
+        ]
+    }
+    if token:
+        output["NextToken"] = token
+    return output
