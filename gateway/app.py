@@ -98,7 +98,7 @@ def build_app(
         max_payload_bytes=settings.quotas.max_payload_bytes,
     )
     control = ControlPlane(
-        Services(registry, deployments, lifecycle, settings.quotas, clock), verifier
+        Services(registry, deployments, lifecycle, pools, settings.quotas, clock), verifier
     )
     app = web.Application(
         # Bodies are read by the handlers themselves, within their own limits.

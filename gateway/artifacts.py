@@ -46,6 +46,7 @@ from urllib.parse import unquote, urlsplit
 _MAX_URL_LENGTH: Final = 1024  # the API's limit on ModelDataUrl
 _STAGING_PREFIX: Final = ".tmp-"
 _KEY_HEX_CHARS: Final = 32
+_CACHE_LAYOUT: Final = "1"
 _CHUNK_BYTES: Final = 1024 * 1024
 _DIR_MODE: Final = 0o755
 _FILE_MODE: Final = 0o644
@@ -148,7 +149,10 @@ def check_url(url: str) -> None:
 
 
 def _cache_key(*fields: str) -> str:
-    return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:_KEY_HEX_CHARS]
+    # The layout version is hashed in too, so a change to how archives are unpacked
+    # never reuses a tree unpacked the old way.
+    material = "\0".join((_CACHE_LAYOUT, *fields))
+    return hashlib.sha256(material.encode()).hexdigest()[:_KEY_HEX_CHARS]
 
 
 class ArtifactStore:
@@ -265,8 +269,11 @@ class ArtifactStore:
         with self._lock_for(key):
             if final.is_dir():
                 return final
-            self._ensure_cache_dir()
-            scratch = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self._cache_dir))
+            try:
+                self._ensure_cache_dir()
+                scratch = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self._cache_dir))
+            except OSError as exc:
+                _fail(url, f"cannot write to the artifact cache {self._cache_dir}: {exc}")
             try:
                 tree = scratch / "model"
                 tree.mkdir()
@@ -275,8 +282,8 @@ class ArtifactStore:
                 try:
                     tree.rename(final)
                 except OSError as exc:
-                    # Another process sharing the cache may have won the race; its tree is
-                    # as complete as ours.
+                    # Should another process share the cache after all and win the race,
+                    # its tree is as complete as ours.
                     if not final.is_dir():
                         _fail(url, f"cannot store the unpacked model in {final}: {exc}")
             finally:

@@ -1,4 +1,6 @@
-"""The ``coldbrew`` command: ``serve`` runs the gateway; ``invoke`` calls an endpoint."""
+"""The ``coldbrew`` command: ``serve`` runs the gateway; ``invoke`` calls an endpoint;
+``deploy``, ``endpoints``, ``describe`` and ``delete`` drive the control plane (the
+commands themselves live in ``gateway.cli_commands``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway import cli_commands
+from gateway.cli_commands import DEFAULT_WAIT_S, Session
 from gateway.settings import Settings, SettingsError, load_settings, override
 
 
@@ -38,7 +42,57 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--accept", default=None)
     invoke.add_argument("--endpoint-url", default=None, help="gateway URL (default: local)")
     invoke.add_argument("--region", default=None)
+    add_control_commands(commands)
     return parser
+
+
+def add_control_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    deploy = commands.add_parser(
+        "deploy",
+        help="create or update an endpoint from a model directory and wait until it serves",
+    )
+    deploy.add_argument(
+        "source",
+        metavar="DIR",
+        help="model directory or model.tar.gz (a path the gateway can read), or an s3:// URL",
+    )
+    deploy.add_argument("--name", required=True, help="endpoint name")
+    deploy.add_argument("--memory", type=int, default=2048, metavar="MB", help="MemorySizeInMB")
+    deploy.add_argument(
+        "--max-concurrency", type=int, default=20, metavar="N", help="MaxConcurrency"
+    )
+    deploy.add_argument(
+        "--provisioned", type=int, default=None, metavar="N", help="ProvisionedConcurrency"
+    )
+    deploy.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help="how long to wait for the endpoint",
+    )
+    commands.add_parser("endpoints", help="list endpoints with their settings and activity")
+    describe = commands.add_parser("describe", help="print DescribeEndpoint as JSON")
+    describe.add_argument("name", help="endpoint name")
+    delete = commands.add_parser(
+        "delete", help="delete an endpoint (and the model and config deploy made for it)"
+    )
+    delete.add_argument("name", help="endpoint name")
+    delete.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help="how long to wait for the endpoint to go",
+    )
+    for command in (deploy, commands.choices["endpoints"], describe, delete):
+        command.add_argument(
+            "--endpoint-url",
+            default=None,
+            help="gateway URL (default: $AWS_ENDPOINT_URL_SAGEMAKER, $AWS_ENDPOINT_URL, "
+            "then the local gateway)",
+        )
+        command.add_argument("--region", default=None)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -102,9 +156,47 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 1
 
 
+def control_session(args: argparse.Namespace) -> Session:
+    from gateway.client import control_config
+
+    config = control_config(os.environ, endpoint_url=args.endpoint_url, region=args.region)
+    return Session(config, sys.stdout, sys.stderr)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    return cli_commands.deploy(
+        control_session(args),
+        args.source,
+        args.name,
+        memory_mb=args.memory,
+        max_concurrency=args.max_concurrency,
+        provisioned=args.provisioned,
+        timeout_s=args.timeout,
+    )
+
+
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    return cli_commands.endpoints(control_session(args))
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    return cli_commands.describe(control_session(args), args.name)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    return cli_commands.delete(control_session(args), args.name, timeout_s=args.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "invoke": cmd_invoke}
+    handlers = {
+        "serve": cmd_serve,
+        "invoke": cmd_invoke,
+        "deploy": cmd_deploy,
+        "endpoints": cmd_endpoints,
+        "describe": cmd_describe,
+        "delete": cmd_delete,
+    }
     return handlers[args.command](args)
 
 

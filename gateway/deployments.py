@@ -158,6 +158,15 @@ class Deployments:
     def __init__(self) -> None:
         self._by_key: dict[EndpointKey, Deployment] = {}
         self._generations = itertools.count(1)
+        self._invocations: dict[EndpointKey, int] = {}
+
+    def count_invocation(self, deployment: Deployment) -> None:
+        """Count one admitted invocation of the endpoint (since the gateway started)."""
+        key = deployment.key
+        self._invocations[key] = self._invocations.get(key, 0) + 1
+
+    def invocations(self, scope: Scope, name: str) -> int:
+        return self._invocations.get(endpoint_key(scope, name), 0)
 
     def next_generation(self) -> int:
         return next(self._generations)
@@ -170,6 +179,7 @@ class Deployments:
 
     def remove(self, scope: Scope, name: str) -> Deployment | None:
         """Stop serving the endpoint; return its deployment, if it had one."""
+        self._invocations.pop(endpoint_key(scope, name), None)
         return self._by_key.pop(endpoint_key(scope, name), None)
 
     def get(self, scope: Scope, name: str) -> Deployment | None:

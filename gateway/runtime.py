@@ -168,6 +168,7 @@ class Runtime:
                 f"The account is at its total serverless concurrency of "
                 f"{self._region_concurrency} in {deployment.scope.region}."
             )
+        self._deployments.count_invocation(deployment)
         try:
             pool = self._pools.pool(deployment.pool_key, deployment.spec, deployment.limits)
             result = await pool.invoke(invocation)

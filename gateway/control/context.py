@@ -13,6 +13,7 @@ from gateway.deployments import Deployments
 from gateway.errors import ServiceError, validation_exception
 from gateway.registry import Registry, Scope
 from gateway.settings import QuotaSettings
+from workers import PoolManager
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class Services:
     registry: Registry
     deployments: Deployments
     lifecycle: Lifecycle
+    pools: PoolManager
     quotas: QuotaSettings
     clock: Clock
 

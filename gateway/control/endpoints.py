@@ -105,6 +105,7 @@ def describe(services: Services, record: EndpointRecord) -> Output:
     }
     if record.failure_reason:
         output["FailureReason"] = record.failure_reason
+    output["Coldbrew"] = _gateway_view(services, record)
     current = record.status not in ("Creating", "Failed")
     summary = _variant_summary(services, record, record.config_name, current=current)
     if summary is not None:
@@ -124,6 +125,20 @@ def describe(services: Services, record: EndpointRecord) -> Output:
             "StartTime": record.last_modified,
         }
     return output
+
+
+def _gateway_view(services: Services, record: EndpointRecord) -> Output:
+    """What this gateway knows beyond the SageMaker shape (botocore drops it; the
+    coldbrew CLI shows it): warm workers and invocations since the gateway started."""
+    deployment = services.deployments.get(record.scope, record.name)
+    pool = services.pools.get(deployment.pool_key) if deployment else None
+    stats = pool.statistics() if pool else None
+    return {
+        "WarmWorkers": (stats.idle + stats.busy) if stats else 0,
+        "BusyWorkers": stats.busy if stats else 0,
+        "ColdStarts": stats.cold_starts if stats else 0,
+        "Invocations": services.deployments.invocations(record.scope, record.name),
+    }
 
 
 def _serverless_config(variant: ServerlessVariant) -> Output:

@@ -181,3 +181,97 @@ def test_serverless_to_real_time_and_not_back(tmp_path: Path) -> None:
             sm.update_endpoint(EndpointName="convert", EndpointConfigName="convert")
         assert caught.value.response["Error"]["Code"] == "ValidationException"
         assert "to serverless is not supported" in caught.value.response["Error"]["Message"]
+
+
+def model_tarball(path: Path, model: str) -> Path:
+    """A SageMaker-style model.tar.gz: the model's files, with the handler under code/."""
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(MODELS / model / "inference.py", arcname="code/inference.py")
+    return path
+
+
+def test_model_from_a_local_tarball_and_from_s3(tmp_path: Path) -> None:
+    """ModelDataUrl as a local model.tar.gz and as s3://bucket/key (fetched with boto3
+    from the S3 endpoint the gateway's environment names) both serve; the model's
+    Environment reaches the worker."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    s3_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3_server.start()
+    try:
+        host, port = s3_server.get_host_and_port()
+        s3_url = f"http://{host}:{port}"
+        s3_env = {
+            "AWS_ACCESS_KEY_ID": "s3key",
+            "AWS_SECRET_ACCESS_KEY": "s3secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_url,
+            **{
+                "aws_access_key_id": "s3key",
+                "aws_secret_access_key": "s3secret",
+                "region_name": "us-east-1",
+            },
+        )
+        s3.create_bucket(Bucket="models")
+        s3.upload_file(str(model_tarball(tmp_path / "s3.tar.gz", "behave")), "models", "m.tar.gz")
+        env = clean_env(AWS_ENDPOINT_URL_S3=s3_url, **s3_env)
+        config = toml_config(tmp_path / "state", endpoints={})
+        with running_gateway(tmp_path, config, env=env) as gw:
+            sm = control_client(gw.url)
+            local = model_tarball(tmp_path / "model.tar.gz", "echo")
+            sources = {"from-tar": local.as_uri(), "from-s3": "s3://models/m.tar.gz"}
+            for name, url in sources.items():
+                sm.create_model(
+                    ModelName=name,
+                    PrimaryContainer={"ModelDataUrl": url, "Environment": {"ORIGIN": name}},
+                )
+                sm.create_endpoint_config(
+                    EndpointConfigName=name,
+                    ProductionVariants=[
+                        {
+                            "VariantName": "AllTraffic",
+                            "ModelName": name,
+                            "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+                        }
+                    ],
+                )
+                sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+                sm.get_waiter("endpoint_in_service").wait(EndpointName=name)
+            rt = gw.runtime()
+            assert rt.invoke_endpoint(EndpointName="from-tar", Body=b"t")["Body"].read() == b"t"
+            seen = json.loads(
+                rt.invoke_endpoint(EndpointName="from-s3", Body=b"env")["Body"].read()
+            )
+            assert seen["ORIGIN"] == "from-s3"
+            assert "AWS_SECRET_ACCESS_KEY" not in seen
+            sm.create_model(
+                ModelName="missing", PrimaryContainer={"ModelDataUrl": "s3://models/nope.tar.gz"}
+            )
+            sm.create_endpoint_config(
+                EndpointConfigName="missing",
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": "missing",
+                        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+                    }
+                ],
+            )
+            sm.create_endpoint(EndpointName="missing", EndpointConfigName="missing")
+            described = wait_until(
+                lambda: (
+                    (d := sm.describe_endpoint(EndpointName="missing"))["EndpointStatus"]
+                    == "Failed"
+                    and d
+                ),
+                timeout=30,
+            )
+            assert "s3://models/nope.tar.gz" in described["FailureReason"]
+    finally:
+        s3_server.stop()
