@@ -54,27 +54,27 @@ def _endpoints_using(services: Services, call: Call, config_names: set[str]) -> 
 
 
 def _in_use(kind: str, resource_arn: str, users: list[str]) -> ServiceError:
-    # Coldbrew needs a live endpoint's model and config to restart it, so it refuses
-    # what SageMaker merely warns against. [U] the real service would allow the delete.
+    # A model named by an endpoint config, or a config a live endpoint uses, is needed to
+    # (re)start that endpoint, so Coldbrew refuses what SageMaker merely warns against.
+    # [U] the real service allows these deletes.
     return ServiceError(
         400,
         "ResourceInUse",
         f'Cannot delete {kind} "{resource_arn}": it is in use by {", ".join(users)}. '
-        "Delete or update those endpoints first.",
+        "Delete those first.",
     )
 
 
 def delete_model(services: Services, call: Call, body: dict[str, Any]) -> Output:
     name = body["ModelName"]
-    configs = {
-        config.name.lower()
+    users = [
+        config.arn
         for config in services.registry.list_endpoint_configs(call.scope)
         if any(
             str(variant.get("ModelName", "")).lower() == name.lower()
             for variant in config.document.get("ProductionVariants", [])
         )
-    }
-    users = _endpoints_using(services, call, configs)
+    ]
     if users:
         raise _in_use("model", arn(call.scope, "model", name), users)
     try:

@@ -180,6 +180,15 @@ def test_hundreds_of_malformed_requests_get_4xx_and_change_nothing(tmp_path: Pat
             ("NotSageMaker.CreateModel", b"{}"),
             ("SageMaker.DescribeEndpoint", b'{"EndpointName": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
         ]
+        exact = {
+            ("SageMaker.CreateModel", b"{not json"): "SerializationException",
+            ("SageMaker.CreateModel", b"[]"): "SerializationException",
+            ("SageMaker.NoSuchOperation", b"{}"): "UnknownOperationException",
+            ("NotSageMaker.CreateModel", b"{}"): "UnknownOperationException",
+        }
+        for (target, body), code in exact.items():
+            status, answer = signed_post(gw.url, target, body)
+            assert (status, answer["__type"]) == (400, code)
         statuses: dict[int, int] = {}
         for target, body in bodies:
             status, answer = signed_post(gw.url, target, body)

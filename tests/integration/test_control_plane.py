@@ -267,11 +267,13 @@ def test_in_use_model_and_config_cannot_be_deleted(sm: Any) -> None:
     deploy(sm, "in-use")
     code, message = error_code(sm.delete_model, ModelName="in-use")
     assert code == "ResourceInUse"
-    assert "endpoint/in-use" in message
+    assert "endpoint-config/in-use" in message
     code, _message = error_code(sm.delete_endpoint_config, EndpointConfigName="in-use")
     assert code == "ResourceInUse"
     sm.delete_endpoint(EndpointName="in-use")
     sm.get_waiter("endpoint_deleted").wait(EndpointName="in-use")
+    code, message = error_code(sm.delete_model, ModelName="in-use")
+    assert code == "ResourceInUse", "a config still names the model"
     sm.delete_endpoint_config(EndpointConfigName="in-use")
     sm.delete_model(ModelName="in-use")
 
