@@ -21,7 +21,7 @@ from gateway.router import make_dispatch
 from gateway.runtime import Runtime
 from gateway.settings import Settings, effective_credentials
 from gateway.sigv4 import Credential, Verifier
-from workers import PoolManager
+from workers import Placer, PoolManager, detect_enforcer
 
 # Leases only matter to a shared admission store (a crashed node's tokens come back);
 # locally every request ends within its setup and invocation deadlines, far inside this.
@@ -56,8 +56,26 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def build_placer(settings: Settings, log: logging.Logger) -> Placer | None:
+    """The worker resource limits in force (cgroups or the fallback), or None when off.
+    Raises EnforcerUnavailable when a forced mode is not available here."""
+    mode = settings.pool.cpu_limits
+    if mode == "off":
+        log.info("worker limits: off")
+        return None
+    enforcer = detect_enforcer(prefer=mode, log=log)
+    placer = Placer(enforcer, mb_per_vcpu=settings.pool.mb_per_vcpu)
+    log.info("worker limits: %s", placer.describe())
+    return placer
+
+
 def build_app(
-    settings: Settings, *, registry: Registry, clock: Clock, log: logging.Logger
+    settings: Settings,
+    *,
+    registry: Registry,
+    clock: Clock,
+    log: logging.Logger,
+    placer: Placer | None = None,
 ) -> web.Application:
     """The aiohttp application. The registry is the caller's (opened before, closed
     after); worker pools and endpoint transitions live exactly as long as the app runs,
@@ -72,6 +90,10 @@ def build_app(
         private_root=state_dir / "workers",
         log=logging.getLogger("coldbrew.workers"),
         now=clock.monotonic,
+        zygotes=pool_settings.zygotes,
+        preload=pool_settings.preload,
+        learned_path=state_dir / "learned-imports.json",
+        placer=placer,
     )
     lifecycle = Lifecycle(
         registry=registry,
@@ -83,6 +105,7 @@ def build_app(
             invocation_timeout_s=pool_settings.invocation_timeout_s,
             setup_timeout_s=pool_settings.setup_timeout_s,
             max_response_bytes=settings.quotas.max_payload_bytes,
+            zygote_idle_timeout_s=pool_settings.zygote_idle_timeout_s,
         ),
         clock=clock,
         log=log,
@@ -98,7 +121,16 @@ def build_app(
         max_payload_bytes=settings.quotas.max_payload_bytes,
     )
     control = ControlPlane(
-        Services(registry, deployments, lifecycle, pools, settings.quotas, clock), verifier
+        Services(
+            registry,
+            deployments,
+            lifecycle,
+            pools,
+            settings.quotas,
+            clock,
+            mb_per_vcpu=settings.pool.mb_per_vcpu,
+        ),
+        verifier,
     )
     app = web.Application(
         # Bodies are read by the handlers themselves, within their own limits.

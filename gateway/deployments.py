@@ -43,6 +43,7 @@ class PoolDefaults:
     invocation_timeout_s: float
     setup_timeout_s: float
     max_response_bytes: int
+    zygote_idle_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ def build_deployment(
             invocation_timeout_s=defaults.invocation_timeout_s,
             setup_timeout_s=defaults.setup_timeout_s,
             max_response_bytes=defaults.max_response_bytes,
+            zygote_idle_timeout_s=defaults.zygote_idle_timeout_s,
         ),
         generation=generation,
     )

@@ -24,6 +24,8 @@ from workers import (
     SetupTimeout,
     WorkerBroken,
     WorkerError,
+    WorkerOutOfDisk,
+    WorkerOutOfMemory,
     WorkerTimeout,
 )
 
@@ -57,6 +59,8 @@ def _worker_error(exc: WorkerError, ctx: InvocationContext) -> ServiceError:
     that crashed mid-request is not confirmed; 0 is the honest "no response".
     """
     match exc:
+        case WorkerOutOfMemory() | WorkerOutOfDisk():
+            return _model_error(ctx, 0, f"The model container failed: {exc.message}.")
         case WorkerTimeout():
             return _model_error(ctx, 0, TIMEOUT_MESSAGE)
         case WorkerBroken():

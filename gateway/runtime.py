@@ -31,6 +31,7 @@ MAX_HEADER_VALUE: Final = 1024
 CONTENT_TYPE: Final = "Content-Type"
 ACCEPT: Final = "Accept"
 CUSTOM_ATTRIBUTES: Final = "X-Amzn-SageMaker-Custom-Attributes"
+COLD_START: Final = "X-Coldbrew-Cold-Start"
 _MEMBERS: Final = {
     CONTENT_TYPE: "contentType",
     ACCEPT: "accept",
@@ -188,6 +189,10 @@ class Runtime:
         }
         if result.custom_attributes is not None:
             headers[CUSTOM_ATTRIBUTES] = result.custom_attributes
+        if result.cold_start:
+            # Not a SageMaker header (clients ignore it): which warm tier started the
+            # worker this request waited for, and how long that took.
+            headers[COLD_START] = f"tier={result.tier}; init-ms={result.init_ms or 0.0:.1f}"
         response = web.Response(body=result.body, headers=headers)
         # Set after construction: aiohttp would otherwise append a charset the model
         # did not ask for.

@@ -15,7 +15,7 @@ import socket
 import uvloop
 from aiohttp import web
 
-from gateway.app import build_app
+from gateway.app import build_app, build_placer
 from gateway.bootstrap import deploy_declared, deploy_demo
 from gateway.clock import Clock
 from gateway.registry import Registry
@@ -58,7 +58,8 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
             LOG.info("preparing the demo model in %s", state_dir)
             model_dir = await asyncio.to_thread(ensure_demo_model, state_dir)
             deploy_demo(registry, settings, model_dir, now=clock.wall())
-        app = build_app(settings, registry=registry, clock=clock, log=LOG)
+        placer = build_placer(settings, LOG)
+        app = build_app(settings, registry=registry, clock=clock, log=LOG, placer=placer)
         await run_app(app, settings)
     finally:
         registry.close()

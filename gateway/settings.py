@@ -136,6 +136,10 @@ def _typed(kind: Any, value: object, key: str) -> object:
             return None
         (kind,) = (arg for arg in get_args(kind) if arg is not NoneType)
         origin = get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"must be true or false, got {_describe(value)}", key)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if origin is Mapping and isinstance(value, Mapping):
@@ -171,6 +175,13 @@ def _describe(value: object) -> str:
     if isinstance(value, list | tuple):
         return "an array"
     return f"{type(value).__name__} {value}"
+
+
+def _module_names(value: tuple[str, ...]) -> str | None:
+    for name in value:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", name):
+            return f"{name!r} is not a module name"
+    return None
 
 
 def _meta(text: str, check: Check | None = None, *, path: bool = False) -> dict[str, object]:
@@ -398,6 +409,39 @@ class PoolSettings:
         "Past it the worker is killed and the waiting invocation fails.",
         _positive,
     )
+    zygotes: bool = _setting(
+        True,
+        "Start workers by forking zygotes: a runtime zygote that has imported the frameworks, "
+        "and per endpoint with traffic a model zygote that holds the loaded model. false "
+        "starts every worker as a fresh interpreter.",
+    )
+    preload: tuple[str, ...] = _setting(
+        (),
+        'Modules the runtime zygote imports at start, e.g. ["numpy", "sklearn"]. Modules an '
+        "endpoint's handler imported on its first load are added automatically.",
+        _module_names,
+    )
+    zygote_idle_timeout_s: float = _setting(
+        600.0,
+        "Seconds an endpoint's model zygote outlives the endpoint's last invocation; longer "
+        "than idle_timeout_s, so cold starts after a short lull stay cheap while an idle "
+        "endpoint still returns to zero processes.",
+        _positive,
+    )
+    mb_per_vcpu: int = _setting(
+        1769,
+        "Memory that buys one vCPU: each worker's CPU is capped at MemorySizeInMB / "
+        "mb_per_vcpu vCPUs (at most the host's) and weighted by MemorySizeInMB (AWS Lambda "
+        "publishes 1769).",
+        _between(128, 65536),
+    )
+    cpu_limits: str = _setting(
+        "auto",
+        "How worker CPU and memory are limited: auto (cgroup v2, else v1, else the fallback), "
+        "cgroup2, cgroup1, fallback (CPU affinity, thread variables and a memory watchdog) or "
+        "off.",
+        _one_of("auto", "cgroup2", "cgroup1", "fallback", "off"),
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -551,7 +595,7 @@ def _describe_fields(cls: Any, prefix: str) -> Iterator[SettingDoc]:
         key = f"{prefix}.{f.name}" if prefix else f.name
         yield SettingDoc(key, f.metadata["help"])
         kind = hints[f.name]
-        if get_origin(kind) is tuple:
+        if get_origin(kind) is tuple and is_dataclass(get_args(kind)[0]):
             yield from _describe_fields(get_args(kind)[0], f"{key}[]")
         elif isinstance(kind, type) and is_dataclass(kind):
             yield from _describe_fields(kind, key)
@@ -599,6 +643,11 @@ def _build(cls: type[_T], table: dict[str, Any], prefix: str, base_dir: Path) ->
 def _convert(kind: Any, value: object, key: str, base_dir: Path) -> object:
     """Tables become the section's dataclass, arrays of tables a tuple of them; the
     constructors check everything else."""
+    if get_origin(kind) is tuple and not is_dataclass(get_args(kind)[0]):
+        # An array of plain values: each item's type is checked by the constructor.
+        if not isinstance(value, list):
+            raise SettingsError(f"must be an array, got {_describe(value)}", key)
+        return tuple(value)
     if get_origin(kind) is tuple:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise SettingsError(f"must be an array of tables, got {_describe(value)}", key)

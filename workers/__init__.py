@@ -13,13 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # Redundant aliases mark these as re-exports for type checkers.
+    from workers.cgroups import EnforcerUnavailable as EnforcerUnavailable
+    from workers.cgroups import detect_enforcer as detect_enforcer
     from workers.errors import ResponseTooLarge as ResponseTooLarge
     from workers.errors import SetupFailed as SetupFailed
     from workers.errors import SetupTimeout as SetupTimeout
     from workers.errors import WorkerBroken as WorkerBroken
     from workers.errors import WorkerError as WorkerError
+    from workers.errors import WorkerOutOfDisk as WorkerOutOfDisk
+    from workers.errors import WorkerOutOfMemory as WorkerOutOfMemory
     from workers.errors import WorkerTimeout as WorkerTimeout
     from workers.manager import PoolManager as PoolManager
+    from workers.placement import Placer as Placer
     from workers.pool import EndpointPool as EndpointPool
     from workers.pool import PoolClosed as PoolClosed
     from workers.pool import PoolStatistics as PoolStatistics
@@ -35,6 +40,11 @@ _EXPORTS = {
     "WorkerBroken": "workers.errors",
     "WorkerError": "workers.errors",
     "WorkerTimeout": "workers.errors",
+    "WorkerOutOfDisk": "workers.errors",
+    "WorkerOutOfMemory": "workers.errors",
+    "EnforcerUnavailable": "workers.cgroups",
+    "detect_enforcer": "workers.cgroups",
+    "Placer": "workers.placement",
     "PoolManager": "workers.manager",
     "EndpointPool": "workers.pool",
     "PoolClosed": "workers.pool",

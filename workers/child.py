@@ -1,9 +1,11 @@
-"""Entry point of a worker process: ``python -u -m workers.child --fd N --parent PID ...``.
+"""The code a worker process runs: load the model (unless it was forked with the model
+already loaded), send READY (or ``failed``), then answer ``invoke`` frames one at a time
+until the gateway closes the socket.
 
-The worker's life, as the gateway sees it: start, load the model, send ``ready`` (or
-``failed``), then answer ``invoke`` frames one at a time until the gateway closes the
-socket. Model output on stdout/stderr goes to a pipe the gateway logs; the protocol runs on
-its own socket, so nothing a model prints can corrupt it.
+A fresh worker starts as ``python -u -m workers.child --fd N --parent PID ...``; a worker
+forked from a zygote enters ``serve`` directly. Model output on stdout/stderr goes to a
+pipe the gateway logs; the protocol runs on its own socket, so nothing a model prints can
+corrupt it.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.protocol import ProtocolError, recv_frame, send_frame
+
+if TYPE_CHECKING:
+    from workers.handler import ModelHandler
 
 PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when the gateway dies, even by SIGKILL.
-
-    The check of ``getppid`` afterwards closes the race where the gateway died before the
-    request took effect.
-    """
+    """Ask the kernel to SIGKILL this process when its parent (the gateway) dies, even by
+    SIGKILL. The check of ``getppid`` afterwards closes the race where the gateway died
+    before the request took effect."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -43,6 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--max-response-bytes", type=int, required=True)
+    parser.add_argument("--placement", default=None, help="JSON of a workers.limits.Placement")
     return parser.parse_args(argv)
 
 
@@ -51,21 +55,46 @@ def error_result(status: int, message: str) -> tuple[dict[str, Any], bytes]:
     return header, message.encode("utf-8", "replace")
 
 
-def serve(sock: socket.socket, model_dir: Path, max_response_bytes: int) -> int:
-    """Load the model, handshake, and serve until EOF. Returns the exit code."""
-    from workers.handler import HandlerError, ModelHandler
+def load_model(sock: socket.socket, model_dir: Path) -> ModelHandler | None:
+    """Load the model; on failure tell the gateway (``failed``) and return None."""
+    from workers.handler import ModelHandler
 
-    started = time.perf_counter()
     try:
-        handler = ModelHandler.load(model_dir, os.environ.get("SAGEMAKER_PROGRAM"))
+        return ModelHandler.load(model_dir, os.environ.get("SAGEMAKER_PROGRAM"))
     except BaseException as exc:  # any failure to load, SystemExit included, is reported
         detail = traceback.format_exc()
         sys.stderr.write(detail)
         message = f"{type(exc).__name__}: {exc}"
         send_frame(sock, {"t": "failed", "message": message}, detail.encode())
-        return 3
+        return None
+
+
+def serve(
+    sock: socket.socket,
+    model_dir: Path,
+    max_response_bytes: int,
+    handler: ModelHandler | None = None,
+) -> int:
+    """Load the model unless ``handler`` already holds it, handshake, and answer requests
+    until EOF. Returns the exit code."""
+    started = time.perf_counter()
+    if handler is None:
+        handler = load_model(sock, model_dir)
+        if handler is None:
+            return 3
     load_ms = (time.perf_counter() - started) * 1000.0
-    send_frame(sock, {"t": "ready", "pid": os.getpid(), "load_ms": load_ms})
+    ready = {
+        "t": "ready",
+        "pid": os.getpid(),
+        "load_ms": load_ms,
+        "imports": sorted(handler.imported_modules),
+    }
+    send_frame(sock, ready)
+    return serve_requests(sock, handler, max_response_bytes)
+
+
+def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_bytes: int) -> int:
+    from workers.handler import HandlerError
 
     while True:
         frame = recv_frame(sock)
@@ -97,30 +126,42 @@ def serve(sock: socket.socket, model_dir: Path, max_response_bytes: int) -> int:
                     f"{max_response_bytes} byte payload limit",
                 )
             else:
-                header = {
+                result = {
                     "t": "result",
                     "status": 200,
                     "content_type": response.content_type,
                     "custom_attributes": response.custom_attributes,
                 }
-                reply = header, response.body
+                reply = result, response.body
         send_frame(sock, *reply)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    die_with_parent(args.parent)
-    # The gateway stops workers by closing the socket; a terminal's Ctrl-C is the gateway's
-    # business, and the gateway puts workers in their own session anyway.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=args.fd)
+def run(sock: socket.socket, serve_fn: Any) -> int:
+    """Run a serve function, turning a lost gateway connection into exit code 4."""
     try:
-        return serve(sock, args.model_dir, args.max_response_bytes)
+        code: int = serve_fn()
+        return code
     except (OSError, ProtocolError) as exc:
         sys.stderr.write(f"worker: connection to gateway lost: {exc}\n")
         return 4
     finally:
         sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    die_with_parent(args.parent)
+    if args.placement:
+        import json
+
+        from workers.limits import Placement, join_placement
+
+        join_placement(Placement.from_json(json.loads(args.placement)))
+    # The gateway stops workers by closing the socket; a terminal's Ctrl-C is the gateway's
+    # business, and the gateway puts workers in their own session anyway.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=args.fd)
+    return run(sock, lambda: serve(sock, args.model_dir, args.max_response_bytes))
 
 
 if __name__ == "__main__":

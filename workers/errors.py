@@ -60,3 +60,24 @@ class ResponseTooLarge(WorkerError):
         super().__init__(f"response of {size} bytes is over the {limit} byte limit")
         self.size = size
         self.limit = limit
+
+
+class WorkerOutOfMemory(WorkerBroken):
+    """The worker used more memory than its MemorySizeInMB and was stopped."""
+
+    def __init__(self, memory_mb: int) -> None:
+        super().__init__(
+            f"the worker ran out of its MemorySizeInMB ({memory_mb} MB) and was stopped"
+        )
+        self.memory_mb = memory_mb
+
+
+class WorkerOutOfDisk(WorkerBroken):
+    """The worker wrote more than its ephemeral disk allows and was stopped."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"the worker wrote more than its {limit_bytes // 10**9} GB of ephemeral disk "
+            "and was stopped"
+        )
+        self.limit_bytes = limit_bytes

@@ -112,8 +112,10 @@ class ModelHandler:
     """User handlers bound to one loaded model.
 
     Attributes: ``model`` (what ``model_fn`` returned), ``model_dir``, ``module_path`` (the
-    user module, None when there is none) and ``imported_modules`` (top-level names of the
-    modules first imported while loading, for pre-importing them elsewhere).
+    user module, None when there is none), ``imported_modules`` (top-level names of the
+    modules first imported while loading, for pre-importing them elsewhere) and
+    ``fork_after_load`` (False when the module sets ``FORK_AFTER_LOAD = False``: its model
+    must not be loaded once and shared with forked workers).
     """
 
     __slots__ = (
@@ -122,6 +124,7 @@ class ModelHandler:
         "_output",
         "_predict",
         "_transform",
+        "fork_after_load",
         "imported_modules",
         "model",
         "model_dir",
@@ -137,8 +140,10 @@ class ModelHandler:
         hooks: Mapping[str, _Hook],
         default_accept: str,
         imported_modules: frozenset[str],
+        fork_after_load: bool = True,
     ) -> None:
         """Bind loaded hooks; use ``load`` to make one."""
+        self.fork_after_load = fork_after_load
         self.model = model
         self.model_dir = model_dir
         self.module_path = module_path
@@ -168,12 +173,14 @@ class ModelHandler:
         module_path = find_program(model_dir, program)
         module_name = None
         hooks: dict[str, _Hook] = {}
+        fork_after_load = True
         if module_path is None:
             where = f"{model_dir} (it has no {_file_name(program)} in code/ or at the top)"
         else:
             where = str(module_path)
             module_name, module = _import_program(module_path)
             hooks = _user_hooks(module, where)
+            fork_after_load = getattr(module, "FORK_AFTER_LOAD", True) is not False
         _check_consistent(hooks, where)
         if "model_fn" not in hooks:
             raise NotImplementedError(
@@ -197,6 +204,7 @@ class ModelHandler:
             hooks=hooks,
             default_accept=os.environ.get(DEFAULT_ACCEPT_ENV) or JSON,
             imported_modules=frozenset(imported),
+            fork_after_load=fork_after_load,
         )
 
     def invoke(

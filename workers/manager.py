@@ -1,29 +1,41 @@
-"""The owner of every endpoint pool, and of the one reaper loop that applies their
-keep-alive decisions.
+"""The owner of every endpoint pool, of the runtime zygote, and of the one reaper loop
+that applies the pools' keep-alive decisions.
 
 ``async with PoolManager(...) as manager`` is the whole lifetime: every background task
-(worker supervision, stopping, reaping) runs in the manager's task group, and leaving the
-block stops every worker and waits until each has exited.
+(worker supervision, stopping, reaping, the runtime zygote) runs in the manager's task
+group, and leaving the block stops every worker and zygote and waits until each has
+exited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Hashable, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from workers.adopted import become_subreaper
+from workers.output import forward_output
+from workers.placement import Placer
 from workers.pool import EndpointPool, PoolStatistics
+from workers.process import describe_exit
 from workers.spec import PoolLimits, WorkerSpec
+from workers.zygote_link import ZygoteBroken, ZygoteLink, start_runtime_zygote
 
 # Shutdown waits this long for workers to exit after being told to, beyond their own
 # stop grace, before giving up on a task that will not end.
 SHUTDOWN_WAIT_S = 15.0
+# The runtime zygote imports the frameworks at start; a restart after its death waits,
+# doubling from the first delay up to the last, so a crashing import cannot spin.
+ZYGOTE_START_DEADLINE_S = 120.0
+ZYGOTE_RETRY_FIRST_S = 1.0
+ZYGOTE_RETRY_MAX_S = 60.0
 
 
 class PoolManager:
@@ -31,7 +43,10 @@ class PoolManager:
 
     ``private_root`` is where workers get their private directories. ``now`` is a
     monotonic clock in seconds. ``inherited_env`` is the environment the clean worker
-    environment draws its base from (default: this process's).
+    environment draws its base from (default: this process's). With ``zygotes`` on, a
+    runtime zygote pre-imports ``preload`` plus what handlers imported before (kept in
+    ``learned_path``) and pools fork workers from it and from model zygotes. ``placer``
+    places workers in their resource limits (None: no limits).
     """
 
     def __init__(
@@ -41,22 +56,41 @@ class PoolManager:
         log: logging.Logger,
         now: Callable[[], float] = time.monotonic,
         inherited_env: Mapping[str, str] | None = None,
+        zygotes: bool = False,
+        preload: Iterable[str] = (),
+        learned_path: Path | None = None,
+        placer: Placer | None = None,
     ) -> None:
         self._private_root = private_root
         self._log = log
         self._now = now
         self._inherited_env = dict(os.environ if inherited_env is None else inherited_env)
+        self._zygotes_on = zygotes
+        self._learned_path = learned_path
+        self._preload = list(dict.fromkeys([*preload, *self._read_learned()]))
+        self._placer = placer
         self._pools: dict[Hashable, EndpointPool] = {}
         self._retired: set[EndpointPool] = set()
         self._wake = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._runtime: ZygoteLink | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def __aenter__(self) -> Self:
         self._private_root.mkdir(parents=True, exist_ok=True)
+        if self._zygotes_on:
+            # Workers forked by zygotes are adopted by this process, so it can reap
+            # them and they die with it.
+            become_subreaper()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._reaper = self._tasks.create_task(self._run_reaper(), name="coldbrew-reaper")
+        if self._zygotes_on:
+            self._keeper = self._tasks.create_task(
+                self._keep_runtime_zygote(), name="coldbrew-zygote"
+            )
         return self
 
     async def __aexit__(
@@ -67,21 +101,30 @@ class PoolManager:
     ) -> None:
         assert self._tasks is not None
         assert self._reaper is not None
+        self._closing = True
         pools = [*self._pools.values(), *self._retired]
         for pool in pools:
             pool.close_nowait()
         self._reaper.cancel()
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self._runtime is not None:
+            self._runtime.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_WAIT_S):
                 for pool in pools:
                     await pool.wait_closed()
         await self._tasks.__aexit__(exc_type, exc, tb)
+        if self._placer is not None:
+            self._placer.close()
 
     def _run_background(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._tasks is None:
             coro.close()
             raise RuntimeError("PoolManager used outside 'async with'")
         self._tasks.create_task(coro)
+
+    # ------------------------------------------------------------------- pools
 
     def pool(self, key: Hashable, spec: WorkerSpec, limits: PoolLimits) -> EndpointPool:
         """The pool for ``key``, created on first use.
@@ -104,6 +147,8 @@ class PoolManager:
             run_background=self._run_background,
             wake_reaper=self._wake.set,
             log=self._log,
+            zygotes=self if self._zygotes_on else None,
+            placer=self._placer,
         )
         self._pools[key] = pool
         return pool
@@ -132,6 +177,94 @@ class PoolManager:
     def worker_pids(self) -> list[int]:
         pools = [*self._pools.values(), *self._retired]
         return sorted(pid for pool in pools for pid in pool.worker_pids())
+
+    @property
+    def placement_mode(self) -> str:
+        """How worker resources are limited: cgroup2, cgroup1, fallback, or none."""
+        return self._placer.mode if self._placer is not None else "none"
+
+    # ---------------------------------------------------------- runtime zygote
+
+    def runtime(self) -> ZygoteLink | None:
+        """The runtime zygote when it is up; None while it (re)starts or when off."""
+        runtime = self._runtime
+        return runtime if runtime is not None and runtime.alive else None
+
+    def runtime_zygote_pid(self) -> int | None:
+        runtime = self.runtime()
+        return runtime.process.pid if runtime is not None else None
+
+    def learn(self, modules: Iterable[str]) -> None:
+        """Pre-import ``modules`` in the runtime zygote from now on (and after restarts)."""
+        new = [name for name in modules if name not in self._preload]
+        if not new:
+            return
+        self._preload.extend(new)
+        self._write_learned()
+        runtime = self.runtime()
+        if runtime is not None:
+            self._run_background(self._preload_into(runtime, new))
+
+    async def _preload_into(self, runtime: ZygoteLink, modules: list[str]) -> None:
+        try:
+            answer = await runtime.request({"t": "preload", "modules": modules})
+        except ZygoteBroken as error:
+            self._log.warning("runtime zygote: %s", error)
+            return
+        if answer.get("failed"):
+            self._log.info("runtime zygote could not pre-import %s", answer["failed"])
+
+    def _read_learned(self) -> list[str]:
+        if self._learned_path is None:
+            return []
+        try:
+            names = json.loads(self._learned_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        return [str(name) for name in names] if isinstance(names, list) else []
+
+    def _write_learned(self) -> None:
+        if self._learned_path is None:
+            return
+        temporary = self._learned_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self._preload))
+        temporary.replace(self._learned_path)
+
+    async def _keep_runtime_zygote(self) -> None:
+        """Start the runtime zygote and restart it whenever it dies; cold starts fall
+        back to fresh interpreters meanwhile."""
+        delay = ZYGOTE_RETRY_FIRST_S
+        while not self._closing:
+            try:
+                runtime = await start_runtime_zygote(
+                    preload=self._preload,
+                    inherited_env=self._inherited_env,
+                    cwd=str(self._private_root),
+                    deadline_s=ZYGOTE_START_DEADLINE_S,
+                )
+            except (ZygoteBroken, OSError) as error:
+                self._log.error("runtime zygote failed to start: %s", error)
+            else:
+                delay = ZYGOTE_RETRY_FIRST_S
+                self._runtime = runtime
+                self._log.info(
+                    "runtime zygote %d ready in %.0f ms, pre-imported %d modules",
+                    runtime.process.pid,
+                    float(runtime.ready.get("load_ms", 0.0)),
+                    len(runtime.ready.get("imports") or []),
+                )
+                prefix = f"runtime zygote {runtime.process.pid}"
+                await forward_output(runtime.output, self._log, prefix)
+                returncode = await runtime.process.wait()
+                runtime.kill()
+                self._runtime = None
+                # At shutdown this task is cancelled before the zygote is closed, so an
+                # exit seen here is a death: the loop starts a new one.
+                self._log.warning("%s %s; restarting it", prefix, describe_exit(returncode))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, ZYGOTE_RETRY_MAX_S)
+
+    # ------------------------------------------------------------------ reaper
 
     async def _run_reaper(self) -> None:
         """Reap idle workers exactly when their keep-alive ends, and keep min_workers

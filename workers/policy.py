@@ -57,3 +57,28 @@ def plan_reap(
         elif next_check_at is None or expires_at < next_check_at:
             next_check_at = expires_at
     return ReapPlan(reap=tuple(reap), next_check_at=next_check_at)
+
+
+MODEL_ZYGOTE = "model-zygote"
+RUNTIME_ZYGOTE = "runtime-zygote"
+SPAWN = "spawn"
+
+
+def cold_start_tiers(*, model_zygote: bool, runtime_zygote: bool) -> tuple[str, ...]:
+    """The ways to start a worker, cheapest first: fork the endpoint's model zygote (the
+    model is already in memory), fork the runtime zygote (frameworks imported, the model
+    loads after the fork), or start a fresh interpreter. A tier whose zygote is not
+    available is skipped; a fresh interpreter is always the last resort."""
+    tiers = []
+    if model_zygote:
+        tiers.append(MODEL_ZYGOTE)
+    if runtime_zygote:
+        tiers.append(RUNTIME_ZYGOTE)
+    tiers.append(SPAWN)
+    return tuple(tiers)
+
+
+def model_zygote_expires_at(last_activity: float, zygote_idle_timeout_s: float) -> float:
+    """When an endpoint's model zygote is reaped: its own keep-alive after the endpoint's
+    last invocation, so an idle endpoint returns to zero processes of its own."""
+    return last_activity + zygote_idle_timeout_s

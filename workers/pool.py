@@ -1,33 +1,66 @@
-"""The pool of one endpoint: reuse warm workers, start new ones on demand, reap idle ones.
+"""The pool of one endpoint: reuse warm workers, start new ones on demand from the
+cheapest warm tier, keep a model zygote while the endpoint has traffic, reap what idles.
 
-Decisions (which worker, which to reap) come from ``workers.policy``; this module applies
-them. One request holds one worker at a time, and a pool never runs more than
-``limits.max_workers`` workers: the gateway's admission already caps requests at the
+Decisions (which worker, which tier, what to reap) come from ``workers.policy``; this
+module applies them. One request holds one worker at a time, and a pool never runs more
+than ``limits.max_workers`` workers: the gateway's admission already caps requests at the
 endpoint's MaxConcurrency, and the pool enforces the same bound on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from workers.errors import WorkerError
-from workers.policy import pick_most_recent, plan_reap
+from workers.environment import worker_environment
+from workers.errors import WorkerBroken, WorkerError, WorkerOutOfDisk, WorkerOutOfMemory
+from workers.output import forward_output
+from workers.placement import Placer, over_disk, over_memory
+from workers.policy import (
+    MODEL_ZYGOTE,
+    RUNTIME_ZYGOTE,
+    cold_start_tiers,
+    model_zygote_expires_at,
+    pick_most_recent,
+    plan_reap,
+)
 from workers.process import WorkerProcess, describe_exit
 from workers.spec import Invocation, InvocationResult, PoolLimits, WorkerSpec
+from workers.zygote_link import ZygoteBroken, ZygoteLink, ZygoteUnsuitable, start_model_zygote
 
-# A worker's output is logged line by line; a longer run without a newline is cut here.
-MAX_LOG_LINE = 16 * 1024
 # Keeping min_workers warm never turns into a crash loop: after a failed start the next
 # attempt waits, doubling from the first delay up to the last.
 WARM_RETRY_FIRST_S = 1.0
 WARM_RETRY_MAX_S = 60.0
+# A model zygote that failed to start is not tried again for this long.
+MODEL_ZYGOTE_RETRY_S = 60.0
+# The watchdog of a running call: first look, then every tick; disk every few ticks.
+WATCH_FIRST_S = 0.05
+WATCH_EVERY_S = 0.05
+DISK_EVERY_TICKS = 20
+# How long a failed call waits for the worker's exit to be inspected.
+SETTLE_S = 2.0
 
 RunBackground = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class ZygoteSource(Protocol):
+    """What a pool needs from its owner about the runtime zygote."""
+
+    def runtime(self) -> ZygoteLink | None:
+        """The runtime zygote, when it is up and ready."""
+        ...
+
+    def learn(self, modules: Iterable[str]) -> None:
+        """Modules an endpoint's handler imported; pre-import them from now on."""
+        ...
 
 
 class PoolClosed(WorkerError):
@@ -43,6 +76,8 @@ class PoolStatistics:
     starting: int
     cold_starts: int
     reaped: int
+    model_zygote: str
+    cold_starts_by_tier: Mapping[str, int]
 
 
 class EndpointPool:
@@ -51,7 +86,8 @@ class EndpointPool:
     ``now`` is a monotonic clock in seconds. ``run_background`` runs a coroutine under the
     owner's task group (each worker's supervision and stopping run so, never as loose
     tasks); ``wake_reaper`` tells the owner's reaper loop that the next reap time may have
-    moved.
+    moved. ``zygotes`` is None where zygotes are off: every worker is then a fresh
+    interpreter.
     """
 
     def __init__(
@@ -65,6 +101,8 @@ class EndpointPool:
         run_background: RunBackground,
         wake_reaper: Callable[[], None],
         log: logging.Logger,
+        zygotes: ZygoteSource | None = None,
+        placer: Placer | None = None,
     ) -> None:
         self.spec = spec
         self.limits = limits
@@ -74,6 +112,8 @@ class EndpointPool:
         self._run_background = run_background
         self._wake_reaper = wake_reaper
         self._log = log
+        self._zygotes = zygotes
+        self._placer = placer
         self._idle: list[WorkerProcess] = []  # oldest release first: the last is reused first
         self._busy: set[WorkerProcess] = set()
         self._live: set[WorkerProcess] = set()  # spawned and not yet exited
@@ -81,11 +121,16 @@ class EndpointPool:
         self._waiters: list[asyncio.Future[None]] = []
         self._closing = False
         self._cold_starts = 0
+        self._by_tier: dict[str, int] = {}
         self._reaped = 0
         self._warm_retry_at = 0.0
         self._warm_retry_delay = WARM_RETRY_FIRST_S
         self._all_exited = asyncio.Event()
         self._all_exited.set()
+        self._last_activity = now()
+        self._model_zygote: ZygoteLink | None = None
+        self._model_zygote_state = "none"  # none | starting | ready | unsuitable
+        self._model_zygote_retry_at = 0.0
 
     @property
     def total(self) -> int:
@@ -99,11 +144,17 @@ class EndpointPool:
             starting=self._starting,
             cold_starts=self._cold_starts,
             reaped=self._reaped,
+            model_zygote=self._model_zygote_state,
+            cold_starts_by_tier=dict(self._by_tier),
         )
 
     def worker_pids(self) -> list[int]:
         """PIDs of the live worker processes (for introspection and tests)."""
         return sorted(worker.pid for worker in self._live)
+
+    def model_zygote_pid(self) -> int | None:
+        link = self._model_zygote
+        return link.process.pid if link is not None and link.alive else None
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
         """Run one invocation on a warm worker, or on a new one when none is idle.
@@ -112,16 +163,66 @@ class EndpointPool:
         WorkerBroken or ResponseTooLarge. A worker that failed is never reused.
         Cancellation kills the worker if it was serving this request.
         """
+        self._last_activity = self._now()
         worker, cold = await self._acquire()
+        watchdog = asyncio.create_task(self._watch(worker)) if self._placer is not None else None
         try:
             result = await worker.call(
                 invocation,
                 timeout_s=self.limits.invocation_timeout_s,
                 max_response_bytes=self.limits.max_response_bytes,
             )
+        except WorkerBroken as error:
+            raise await self._explain(worker, error) from error
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
             self._release(worker)
-        return replace(result, cold_start=True) if cold else result
+        if cold:
+            return replace(result, cold_start=True, tier=worker.tier, init_ms=worker.init_ms)
+        return result
+
+    async def _watch(self, worker: WorkerProcess) -> None:
+        """While a call runs: stop the worker once it uses more memory than its size
+        (where no kernel limit does) or more disk than its private directory may hold.
+        The first look comes after a while, so short calls cost nothing."""
+        assert self._placer is not None
+        name = worker.private_name
+        memory = self._placer.memory_bytes(name)
+        disk = self._placer.disk_bytes(name)
+        await asyncio.sleep(WATCH_FIRST_S)
+        tick = 0
+        while True:
+            if self._placer.watches_memory and over_memory(worker.pid, memory):
+                worker.out_of_memory = True
+                worker.kill()
+                return
+            if tick % DISK_EVERY_TICKS == 0 and await asyncio.to_thread(
+                over_disk, worker.private_dir, disk
+            ):
+                worker.out_of_disk = True
+                worker.kill()
+                return
+            tick += 1
+            await asyncio.sleep(WATCH_EVERY_S)
+
+    async def _explain(self, worker: WorkerProcess, error: WorkerBroken) -> WorkerBroken:
+        """The most precise account of a worker's death: out of memory or disk when it
+        was stopped for that (by the watchdog or the kernel), else ``error``."""
+        if self._placer is not None and not (worker.out_of_memory or worker.out_of_disk):
+            # The kernel's verdict is read by the worker's supervisor at its exit.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_S):
+                    await worker.settled.wait()
+        if worker.out_of_memory:
+            return WorkerOutOfMemory(self.spec.memory_mb)
+        if worker.out_of_disk:
+            return WorkerOutOfDisk(
+                self._placer.disk_bytes(worker.private_name) if self._placer else 0
+            )
+        return error
 
     async def _acquire(self) -> tuple[WorkerProcess, bool]:
         while True:
@@ -162,28 +263,157 @@ class EndpointPool:
                 waiter.set_result(None)
         self._waiters.clear()
 
+    # ------------------------------------------------------------- cold starts
+
     async def _start_worker(self) -> WorkerProcess:
-        """Spawn a worker and wait for READY. The caller places it (busy or idle)."""
+        """Start a worker from the cheapest tier available and wait for READY. The
+        caller places it (busy or idle)."""
         self._starting += 1
         self._cold_starts += 1
+        started = self._now()
+        private_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=self._private_root))
+        worker: WorkerProcess | None = None
         try:
-            worker = await WorkerProcess.spawn(
-                self.spec,
-                max_response_bytes=self.limits.max_response_bytes,
-                private_root=self._private_root,
-                inherited_env=self._inherited_env,
-            )
+            worker = await self._launch(private_dir)
             self._live.add(worker)
             self._all_exited.clear()
             self._run_background(self._supervise(worker))
-            load_ms = await worker.wait_ready(self.limits.setup_timeout_s)
+            await worker.wait_ready(self.limits.setup_timeout_s)
+        except BaseException:
+            if worker is None:
+                shutil.rmtree(private_dir, ignore_errors=True)
+                if self._placer is not None:
+                    self._placer.release(private_dir.name)
+            raise
         finally:
             self._starting -= 1
             self._notify_waiters()
+        worker.init_ms = (self._now() - started) * 1000.0
+        self._by_tier[worker.tier] = self._by_tier.get(worker.tier, 0) + 1
         self._log.info(
-            "%s: worker %d ready, model loaded in %.1f ms", self.spec.label, worker.pid, load_ms
+            "%s: worker %d ready in %.1f ms (%s)",
+            self.spec.label,
+            worker.pid,
+            worker.init_ms,
+            worker.tier,
         )
+        if self._zygotes is not None and worker.imports:
+            self._zygotes.learn(worker.imports)
+        self._maybe_start_model_zygote()
         return worker
+
+    def _fork_request(self, private_dir: Path) -> dict[str, Any]:
+        placement = None
+        if self._placer is not None:
+            placement = self._placer.prepare(private_dir.name, self.spec.memory_mb)
+        return {
+            "role": "worker",
+            "model_dir": str(self.spec.model_dir),
+            "env": worker_environment(
+                self.spec.environment,
+                inherited={},
+                private_dir=private_dir,
+                model_dir=self.spec.model_dir,
+            ),
+            "private_dir": str(private_dir),
+            "placement": placement,
+            "max_response_bytes": self.limits.max_response_bytes,
+        }
+
+    async def _launch(self, private_dir: Path) -> WorkerProcess:
+        runtime = self._zygotes.runtime() if self._zygotes is not None else None
+        model = self._model_zygote if self._model_zygote_state == "ready" else None
+        tiers = cold_start_tiers(
+            model_zygote=model is not None and model.alive,
+            runtime_zygote=runtime is not None,
+        )
+        request = self._fork_request(private_dir)
+        for tier in tiers:
+            zygote = model if tier == MODEL_ZYGOTE else runtime if tier == RUNTIME_ZYGOTE else None
+            if zygote is None:
+                return await WorkerProcess.spawn(
+                    self.spec,
+                    max_response_bytes=self.limits.max_response_bytes,
+                    private_dir=private_dir,
+                    inherited_env=self._inherited_env,
+                    placement=request["placement"],
+                )
+            try:
+                forked = await zygote.fork(request)
+            except ZygoteBroken as error:
+                # The next cheapest tier serves this cold start; a dead zygote is
+                # replaced in the background.
+                self._log.warning("%s: %s; falling back", self.spec.label, error)
+                continue
+            return await WorkerProcess.adopt(
+                forked, private_dir=private_dir, label=self.spec.label, tier=tier
+            )
+        raise AssertionError("a fresh interpreter is always the last tier")
+
+    # ----------------------------------------------------------- model zygote
+
+    def _maybe_start_model_zygote(self) -> None:
+        """After a cold start, give the endpoint a model zygote for the next ones."""
+        if (
+            self._zygotes is None
+            or self._closing
+            or self._model_zygote_state != "none"
+            or self._now() < self._model_zygote_retry_at
+            or self._zygotes.runtime() is None
+        ):
+            return
+        self._model_zygote_state = "starting"
+        self._run_background(self._start_model_zygote())
+
+    async def _start_model_zygote(self) -> None:
+        runtime = self._zygotes.runtime() if self._zygotes is not None else None
+        private_dir = Path(tempfile.mkdtemp(prefix="zygote-", dir=self._private_root))
+        request = {**self._fork_request(private_dir), "placement": None}
+        try:
+            if runtime is None:
+                raise ZygoteBroken("runtime zygote is gone")
+            link = await start_model_zygote(
+                runtime, request, deadline_s=self.limits.setup_timeout_s
+            )
+        except ZygoteUnsuitable as reason:
+            self._model_zygote_state = "unsuitable"
+            self._log.info("%s: no model zygote: %s", self.spec.label, reason)
+            shutil.rmtree(private_dir, ignore_errors=True)
+            return
+        except WorkerError as error:
+            self._model_zygote_state = "none"
+            self._model_zygote_retry_at = self._now() + MODEL_ZYGOTE_RETRY_S
+            self._log.warning("%s: model zygote failed to start: %s", self.spec.label, error)
+            shutil.rmtree(private_dir, ignore_errors=True)
+            return
+        self._model_zygote = link
+        self._model_zygote_state = "ready"
+        self._all_exited.clear()
+        self._run_background(self._supervise_zygote(link, private_dir))
+        if self._closing:
+            link.close()
+        self._wake_reaper()
+        self._log.info(
+            "%s: model zygote %d ready, model loaded in %.1f ms",
+            self.spec.label,
+            link.process.pid,
+            float(link.ready.get("load_ms", 0.0)),
+        )
+
+    async def _supervise_zygote(self, link: ZygoteLink, private_dir: Path) -> None:
+        prefix = f"{self.spec.label}: model zygote {link.process.pid}"
+        await forward_output(link.output, self._log, prefix)
+        returncode = await link.process.wait()
+        link.kill()
+        if self._model_zygote is link:
+            self._model_zygote = None
+            if self._model_zygote_state == "ready":
+                self._model_zygote_state = "none"
+        await asyncio.to_thread(shutil.rmtree, private_dir, True)
+        self._log.info("%s %s", prefix, describe_exit(returncode))
+        self._check_all_exited()
+
+    # ------------------------------------------------------- release and reap
 
     def _release(self, worker: WorkerProcess) -> None:
         self._busy.discard(worker)
@@ -246,34 +476,30 @@ class EndpointPool:
     async def _supervise(self, worker: WorkerProcess) -> None:
         """Forward the worker's output to the log until it closes, then clean up after
         the process: this is the one place a worker's exit is observed."""
-        stream = worker.log_stream
-        pending = b""
-        while chunk := await stream.read(65536):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_LOG_LINE:
-                lines.append(pending)
-                pending = b""
-            for line in lines:
-                self._log_output(worker, line)
-        if pending:
-            self._log_output(worker, pending)
+        prefix = f"{self.spec.label}: worker {worker.pid}"
+        await forward_output(worker.log_stream, self._log, prefix)
         returncode = await worker.wait_exited()
+        if self._placer is not None:
+            if self._placer.out_of_memory(worker.private_name):
+                worker.out_of_memory = True
+            self._placer.release(worker.private_name)
+        worker.settled.set()
         self._live.discard(worker)
         if worker in self._idle:
             self._idle.remove(worker)
-        if not self._live:
-            self._all_exited.set()
+        self._check_all_exited()
         self._notify_waiters()
         self._wake_reaper()  # a kept-warm worker that died is replaced
-        self._log.info("%s: worker %d %s", self.spec.label, worker.pid, describe_exit(returncode))
+        self._log.info("%s %s", prefix, describe_exit(returncode))
 
-    def _log_output(self, worker: WorkerProcess, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip()
-        self._log.info("%s: worker %d: %s", self.spec.label, worker.pid, text)
+    def _check_all_exited(self) -> None:
+        zygote = self._model_zygote
+        if not self._live and (zygote is None or not zygote.alive):
+            self._all_exited.set()
 
     def reap_idle_nowait(self, now: float) -> float | None:
-        """Stop the idle workers whose keep-alive has passed; return when to look again."""
+        """Stop the idle workers (and the model zygote) whose keep-alive has passed;
+        return when to look again."""
         # Warm workers are counted with the busy and starting ones: only idle workers
         # beyond min_workers in all may expire.
         keep = self.limits.min_workers - len(self._busy) - self._starting
@@ -290,16 +516,31 @@ class EndpointPool:
             for worker in victims:
                 self._reaped += 1
                 self._run_background(self._stop(worker))
-        return plan.next_check_at
+        next_at = plan.next_check_at
+        zygote = self._model_zygote
+        if zygote is not None and zygote.alive:
+            expires = model_zygote_expires_at(
+                self._last_activity, self.limits.zygote_idle_timeout_s
+            )
+            if now >= expires:
+                zygote.close()
+                self._model_zygote_state = "none"
+            elif next_at is None or expires < next_at:
+                next_at = expires
+        return next_at
 
     def close_nowait(self) -> None:
-        """Take no new work; stop idle workers now and busy ones when their request ends."""
+        """Take no new work; stop idle workers and the model zygote now, and busy
+        workers when their request ends."""
         self._closing = True
         for worker in self._idle:
             self._run_background(self._stop(worker))
         self._idle.clear()
+        if self._model_zygote is not None:
+            self._model_zygote.close()
         self._notify_waiters()
 
     async def wait_closed(self) -> None:
-        """Wait until every worker of this pool has exited. Call after ``close_nowait``."""
+        """Wait until every worker and the model zygote of this pool have exited. Call
+        after ``close_nowait``."""
         await self._all_exited.wait()

@@ -1,4 +1,5 @@
-"""Handle to one worker process: spawn, READY handshake, calls, stop.
+"""Handle to one worker process: start (a fresh interpreter, or adopt one a zygote
+forked), READY handshake, calls, stop.
 
 Resources: a worker owns its process (in a session of its own, so its process group can be
 killed whole), one end of a socket pair, the read end of its log pipe and a private
@@ -15,15 +16,17 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from workers.environment import worker_environment
 from workers.errors import ResponseTooLarge, SetupFailed, SetupTimeout, WorkerBroken, WorkerTimeout
 from workers.protocol import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
 from workers.spec import Invocation, InvocationResult, WorkerSpec
+from workers.zygote_link import Forked, ProcessLike
 
 # How long a stopped worker may take to exit on its own before it is killed.
 STOP_GRACE_S = 5.0
@@ -51,21 +54,53 @@ class WorkerProcess:
 
     def __init__(
         self,
-        proc: asyncio.subprocess.Process,
+        proc: ProcessLike,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        output: asyncio.StreamReader,
         private_dir: Path,
         label: str,
+        tier: str,
     ) -> None:
         self._proc = proc
         self._reader = reader
         self._writer = writer
+        self._output = output
         self._private_dir = private_dir
         self.label = label
+        self.tier = tier
         self.pid = proc.pid
         self.broken = False
         self.load_ms: float | None = None
+        self.init_ms: float | None = None
+        self.imports: list[str] = []
         self.idle_since = 0.0
+        # Set by the pool once the worker has exited and its placement was inspected.
+        self.out_of_memory = False
+        self.out_of_disk = False
+        self.settled = asyncio.Event()
+
+    @property
+    def private_dir(self) -> Path:
+        return self._private_dir
+
+    @property
+    def private_name(self) -> str:
+        """The worker's unique name: its private directory's."""
+        return self._private_dir.name
+
+    @classmethod
+    async def adopt(
+        cls, forked: Forked, *, private_dir: Path, label: str, tier: str
+    ) -> WorkerProcess:
+        """Wrap a worker a zygote forked (and the gateway adopted)."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=forked.channel)
+        except BaseException:
+            forked.channel.close()
+            forked.process.kill()
+            raise
+        return cls(forked.process, reader, writer, forked.output, private_dir, label, tier)
 
     @classmethod
     async def spawn(
@@ -73,15 +108,17 @@ class WorkerProcess:
         spec: WorkerSpec,
         *,
         max_response_bytes: int,
-        private_root: Path,
+        private_dir: Path,
         inherited_env: Mapping[str, str],
+        placement: Mapping[str, object] | None = None,
     ) -> WorkerProcess:
-        """Start a fresh worker process; it begins loading the model at once.
+        """Start a fresh interpreter as a worker; it begins loading the model at once.
 
-        Call ``wait_ready`` next. Raises OSError when the process cannot be started (and
-        then leaves nothing behind).
+        ``private_dir`` (the caller's) becomes its HOME, TMPDIR and working directory;
+        ``placement`` (JSON of a ``workers.limits.Placement``) is joined by the worker
+        itself before any model code runs. Call ``wait_ready`` next. Raises OSError when
+        the process cannot be started (and then leaves no process behind).
         """
-        private_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=private_root))
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             env = worker_environment(
@@ -90,6 +127,7 @@ class WorkerProcess:
                 private_dir=private_dir,
                 model_dir=spec.model_dir,
             )
+            extra = ["--placement", orjson.dumps(placement).decode()] if placement else []
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-u",
@@ -103,6 +141,7 @@ class WorkerProcess:
                 str(spec.model_dir),
                 "--max-response-bytes",
                 str(max_response_bytes),
+                *extra,
                 pass_fds=(child_sock.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -115,12 +154,12 @@ class WorkerProcess:
             )
         except BaseException:
             parent_sock.close()
-            shutil.rmtree(private_dir, ignore_errors=True)
             raise
         finally:
             child_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
-        return cls(proc, reader, writer, private_dir, spec.label)
+        assert proc.stdout is not None
+        return cls(proc, reader, writer, proc.stdout, private_dir, spec.label, "spawn")
 
     @property
     def returncode(self) -> int | None:
@@ -129,8 +168,7 @@ class WorkerProcess:
     @property
     def log_stream(self) -> asyncio.StreamReader:
         """The worker's combined stdout and stderr."""
-        assert self._proc.stdout is not None
-        return self._proc.stdout
+        return self._output
 
     @property
     def alive(self) -> bool:
@@ -169,6 +207,7 @@ class WorkerProcess:
             self.kill()
             raise SetupFailed(f"worker sent {header['t']!r} instead of ready")
         self.load_ms = float(header.get("load_ms", 0.0))
+        self.imports = [str(name) for name in header.get("imports") or []]
         return self.load_ms
 
     async def call(

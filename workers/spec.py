@@ -36,6 +36,8 @@ class PoolLimits:
     setup_timeout_s: float
     max_response_bytes: int
     min_workers: int = 0
+    # How long an endpoint's model zygote outlives the endpoint's last invocation.
+    zygote_idle_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -73,3 +75,7 @@ class InvocationResult:
     content_type: str | None = None
     custom_attributes: str | None = None
     cold_start: bool = False
+    # For a cold start: which warm tier served it ("model-zygote", "runtime-zygote",
+    # "spawn") and how long until the worker was READY, in ms.
+    tier: str | None = None
+    init_ms: float | None = None

@@ -24,6 +24,13 @@ class Services:
     pools: PoolManager
     quotas: QuotaSettings
     clock: Clock
+    mb_per_vcpu: int = 1769
+
+    def cpu_share(self, memory_mb: int) -> float:
+        """The vCPU cap of a worker of ``memory_mb`` (capped at the host's CPUs)."""
+        import os
+
+        return min(memory_mb / self.mb_per_vcpu, float(os.cpu_count() or 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,12 +133,21 @@ def _gateway_view(services: Services, record: EndpointRecord) -> Output:
     deployment = services.deployments.get(record.scope, record.name)
     pool = services.pools.get(deployment.pool_key) if deployment else None
     stats = pool.statistics() if pool else None
-    return {
+    view: Output = {
         "WarmWorkers": (stats.idle + stats.busy) if stats else 0,
         "BusyWorkers": stats.busy if stats else 0,
         "ColdStarts": stats.cold_starts if stats else 0,
+        "ColdStartsByTier": dict(stats.cold_starts_by_tier) if stats else {},
+        "ModelZygote": stats.model_zygote if stats else "none",
         "Invocations": services.deployments.invocations(record.scope, record.name),
+        "ResourceLimits": {"Mode": services.pools.placement_mode},
     }
+    if deployment is not None:
+        view["ResourceLimits"].update(
+            MemorySizeInMB=deployment.variant.memory_mb,
+            VCpus=round(services.cpu_share(deployment.variant.memory_mb), 3),
+        )
+    return view
 
 
 def _serverless_config(variant: ServerlessVariant) -> Output:

@@ -71,7 +71,7 @@ def declared_keys(cls: Any, prefix: str = "") -> Iterator[str]:
         key = f"{prefix}.{f.name}" if prefix else f.name
         yield key
         kind = hints[f.name]
-        if get_origin(kind) is tuple:
+        if get_origin(kind) is tuple and dataclasses.is_dataclass(get_args(kind)[0]):
             yield from declared_keys(get_args(kind)[0], f"{key}[]")
         elif dataclasses.is_dataclass(kind):
             yield from declared_keys(kind, key)
@@ -596,3 +596,22 @@ def test_bind_safety_allows_public_address_with_configured_credentials() -> None
         server=ServerSettings(host="0.0.0.0"), auth=AuthSettings(credentials=(credential,))
     )
     check_bind_safety(settings)
+
+
+def test_pool_booleans_and_module_lists(tmp_path: Path) -> None:
+    """zygotes takes only true/false; preload takes an array of module names."""
+    good = tmp_path / "good.toml"
+    good.write_text('[pool]\nzygotes = false\npreload = ["numpy", "sklearn.linear_model"]\n')
+    settings = load_settings(good)
+    assert settings.pool.zygotes is False
+    assert settings.pool.preload == ("numpy", "sklearn.linear_model")
+    for text, key in (
+        ("[pool]\nzygotes = 1\n", "pool.zygotes"),
+        ('[pool]\npreload = "numpy"\n', "pool.preload"),
+        ('[pool]\npreload = ["not a module"]\n', "pool.preload"),
+        ('[pool]\ncpu_limits = "cgroup3"\n', "pool.cpu_limits"),
+    ):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(SettingsError, match=key.replace(".", r"\.")):
+            load_settings(bad)

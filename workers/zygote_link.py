@@ -1,0 +1,242 @@
+"""The gateway's side of the zygotes: start them, ask them to fork, and notice when they
+die. What runs inside a zygote is ``workers.zygote``.
+
+A ``ZygoteLink`` is one zygote process and its control socket. Requests on it are
+serialised (one at a time, each with a deadline); any failure of the link (a dead
+zygote, a torn frame, a missed deadline) kills the zygote and raises ``ZygoteBroken``,
+and the caller falls back to the next warm tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from workers.adopted import AdoptedProcess
+from workers.environment import INHERITED_KEYS
+from workers.errors import WorkerError
+from workers.output import pipe_reader
+from workers.protocol import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
+
+# Control requests are small and a zygote answers them at once (a fork takes a few ms).
+REQUEST_DEADLINE_S: Final = 10.0
+# Frameworks imported in a zygote must not start thread pools: a zygote forks, and a
+# thread running at fork time would be lost in the child with its locks held.
+SINGLE_THREADED_ENV: Final = {
+    name: "1"
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+}
+
+
+class ZygoteBroken(WorkerError):
+    """A zygote died, broke the protocol or missed a deadline; it has been killed."""
+
+
+class ZygoteUnsuitable(WorkerError):
+    """A model zygote cannot serve as one (threads after the load, or the handler sets
+    FORK_AFTER_LOAD = False); workers of its endpoint load the model themselves."""
+
+
+class ProcessLike(Protocol):
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    """A process a zygote forked for us: adopted, with its channel and its output."""
+
+    process: AdoptedProcess
+    channel: socket.socket
+    output: asyncio.StreamReader
+
+
+class ZygoteLink:
+    """One zygote process and its control socket."""
+
+    def __init__(
+        self,
+        process: ProcessLike,
+        control: socket.socket,
+        output: asyncio.StreamReader,
+        kind: str,
+    ) -> None:
+        control.setblocking(False)
+        self.process = process
+        self.output = output
+        self.kind = kind
+        self.ready: dict[str, Any] = {}
+        self._control = control
+        self._lock = asyncio.Lock()
+        self.broken = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.broken and self.process.returncode is None
+
+    async def read_message(self, deadline_s: float) -> dict[str, Any]:
+        """The zygote's next message; raises ZygoteBroken (and kills it) on failure."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(deadline_s):
+                prelude = await self._recv(loop, PRELUDE.size)
+                head_len, body_len = decode_prelude(prelude)
+                header = decode_header(await self._recv(loop, head_len))
+                await self._recv(loop, body_len)
+        except (TimeoutError, OSError, ProtocolError) as exc:
+            self.kill()
+            reason = str(exc) or type(exc).__name__
+            raise ZygoteBroken(f"{self.kind} zygote failed: {reason}") from exc
+        except BaseException:
+            self.kill()
+            raise
+        return header
+
+    async def _recv(self, loop: asyncio.AbstractEventLoop, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = await loop.sock_recv(self._control, size - len(data))
+            if not chunk:
+                raise ProtocolError("zygote closed its control socket")
+            data += chunk
+        return data
+
+    async def request(
+        self, header: Mapping[str, Any], fds: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Send one request (with file descriptors) and return the answer."""
+        if not self.alive:
+            raise ZygoteBroken(f"{self.kind} zygote is gone")
+        async with self._lock:
+            try:
+                # A control frame is far smaller than the socket buffer, so this
+                # non-blocking send completes at once.
+                socket.send_fds(self._control, [encode_frame(dict(header))], fds or [])
+            except OSError as exc:
+                self.kill()
+                raise ZygoteBroken(f"{self.kind} zygote failed: {exc}") from exc
+            return await self.read_message(REQUEST_DEADLINE_S)
+
+    async def fork(self, request: Mapping[str, Any]) -> Forked:
+        """Have the zygote fork a worker or a model zygote; return it, adopted."""
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log_r, log_w = os.pipe()
+        try:
+            try:
+                answer = await self.request({**request, "t": "fork"}, [child_end.fileno(), log_w])
+            finally:
+                child_end.close()
+                os.close(log_w)
+            if answer.get("t") != "forked":
+                raise ZygoteBroken(f"{self.kind} zygote refused to fork: {answer.get('message')}")
+            process = AdoptedProcess(int(answer["pid"]))
+            output = await pipe_reader(log_r)
+        except BaseException:
+            parent_end.close()
+            with contextlib.suppress(OSError):
+                os.close(log_r)
+            raise
+        return Forked(process, parent_end, output)
+
+    def kill(self) -> None:
+        """SIGKILL the zygote now; never blocks. Processes it forked live on."""
+        self.broken = True
+        self._control.close()
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Ask the zygote to exit (it exits when its control socket closes)."""
+        self.broken = True
+        self._control.close()
+
+
+def zygote_environment(inherited: Mapping[str, str]) -> dict[str, str]:
+    """The runtime zygote's environment: the clean worker base, single-threaded."""
+    env = {key: inherited[key] for key in INHERITED_KEYS if key in inherited}
+    env.update(SINGLE_THREADED_ENV, PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+async def start_runtime_zygote(
+    *, preload: list[str], inherited_env: Mapping[str, str], cwd: str, deadline_s: float
+) -> ZygoteLink:
+    """Start the runtime zygote and wait until it has imported ``preload``.
+
+    Raises ZygoteBroken when it fails to start in time.
+    """
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-u",
+            "-m",
+            "workers.zygote",
+            "--fd",
+            str(child_end.fileno()),
+            "--gateway",
+            str(os.getpid()),
+            "--preload",
+            ",".join(preload),
+            pass_fds=(child_end.fileno(),),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=zygote_environment(inherited_env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    assert process.stdout is not None
+    link = ZygoteLink(process, parent_end, process.stdout, "runtime")
+    link.ready = await link.read_message(deadline_s)
+    if link.ready.get("t") != "ready":
+        link.kill()
+        raise ZygoteBroken(f"runtime zygote sent {link.ready.get('t')!r} instead of ready")
+    return link
+
+
+async def start_model_zygote(
+    runtime: ZygoteLink, request: Mapping[str, Any], *, deadline_s: float
+) -> ZygoteLink:
+    """Fork a model zygote from the runtime zygote and wait until its model is loaded.
+
+    Raises ZygoteBroken, ZygoteUnsuitable, or SetupFailed (the model raised while
+    loading; its own message).
+    """
+    from workers.errors import SetupFailed
+
+    forked = await runtime.fork({**request, "role": "model-zygote"})
+    link = ZygoteLink(forked.process, forked.channel, forked.output, "model")
+    message = await link.read_message(deadline_s)
+    if message.get("t") == "ready":
+        link.ready = message
+        return link
+    link.kill()
+    if message.get("t") == "unsuitable":
+        raise ZygoteUnsuitable(str(message.get("reason")))
+    if message.get("t") == "failed":
+        raise SetupFailed(str(message.get("message")))
+    raise ZygoteBroken(f"model zygote sent {message.get('t')!r} instead of ready")
