@@ -73,6 +73,13 @@ class Deployment:
         return isinstance(self.variant, ServerlessVariant)
 
     @property
+    def provisioned(self) -> int:
+        """Workers kept warm, and region concurrency reserved, for this endpoint."""
+        if isinstance(self.variant, ServerlessVariant):
+            return self.variant.provisioned_concurrency or 0
+        return 0
+
+    @property
     def admission_limit(self) -> int:
         """Concurrent invocations admitted before throttling."""
         if isinstance(self.variant, ServerlessVariant):
@@ -161,6 +168,15 @@ class Deployments:
         self._by_key: dict[EndpointKey, Deployment] = {}
         self._generations = itertools.count(1)
         self._invocations: dict[EndpointKey, int] = {}
+        self._reserved: dict[tuple[str, str], int] = {}
+
+    def reserved(self, account_id: str, region: str) -> int:
+        """Region concurrency reserved by provisioned concurrency in (account, region)."""
+        return self._reserved.get((account_id, region), 0)
+
+    def _reserve(self, deployment: Deployment, sign: int) -> None:
+        scope = (deployment.scope.account_id, deployment.scope.region)
+        self._reserved[scope] = self._reserved.get(scope, 0) + sign * deployment.provisioned
 
     def count_invocation(self, deployment: Deployment) -> None:
         """Count one admitted invocation of the endpoint (since the gateway started)."""
@@ -176,13 +192,19 @@ class Deployments:
     def put(self, deployment: Deployment) -> Deployment | None:
         """Serve ``deployment`` from now on; return the one it replaces, if any."""
         previous = self._by_key.get(deployment.key)
+        if previous is not None:
+            self._reserve(previous, -1)
         self._by_key[deployment.key] = deployment
+        self._reserve(deployment, +1)
         return previous
 
     def remove(self, scope: Scope, name: str) -> Deployment | None:
         """Stop serving the endpoint; return its deployment, if it had one."""
         self._invocations.pop(endpoint_key(scope, name), None)
-        return self._by_key.pop(endpoint_key(scope, name), None)
+        removed = self._by_key.pop(endpoint_key(scope, name), None)
+        if removed is not None:
+            self._reserve(removed, -1)
+        return removed
 
     def get(self, scope: Scope, name: str) -> Deployment | None:
         return self._by_key.get(endpoint_key(scope, name))

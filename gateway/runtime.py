@@ -146,7 +146,9 @@ class Runtime:
         scope = deployment.scope
         if deployment.serverless:
             region_key: tuple[str, ...] = ("region", scope.account_id, scope.region)
-            region_limit = self._region_concurrency
+            # What other endpoints reserve with provisioned concurrency is theirs alone.
+            others = self._deployments.reserved(scope.account_id, scope.region)
+            region_limit = self._region_concurrency - (others - deployment.provisioned)
         else:
             # Instance-based endpoints are not serverless: the region's serverless
             # concurrency quota does not apply to them.

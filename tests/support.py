@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config
 
+from workers.kernel import MODEL_ZYGOTE_NAME, RUNTIME_ZYGOTE_NAME, WORKER_NAME
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
 READY_LINE = re.compile(r"accepting invocations on (http://\S+)")
@@ -58,6 +60,14 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def process_name(pid: int) -> str:
+    """The kernel's name of a process ("comm"), or "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def is_running(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
@@ -78,7 +88,9 @@ def worker_processes(under: Path) -> set[int]:
             cwd = (entry / "cwd").readlink()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        mine = b"workers.child" in cmdline and cwd.is_relative_to(under)
+        mine = (b"workers.child" in cmdline or b"workers.zygote" in cmdline) and (
+            cwd.is_relative_to(under)
+        )
         if mine and is_running(int(entry.name)):
             pids.add(int(entry.name))
     return pids
@@ -108,6 +120,8 @@ def toml_config(
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, dict):
@@ -124,6 +138,7 @@ class Gateway:
     log_path: Path
     state_dir: Path
     workers_seen: set[int] = field(default_factory=set)
+    children_seen: set[int] = field(default_factory=set)
 
     @property
     def pid(self) -> int:
@@ -133,10 +148,20 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        """The gateway's live worker processes."""
-        pids = [pid for pid in children_of(self.pid) if is_running(pid)]
+        """The gateway's live worker processes (not its zygotes)."""
+        pids = self.children(WORKER_NAME)
         self.workers_seen.update(pids)
         return pids
+
+    def zygote_pids(self) -> list[int]:
+        """The gateway's live zygotes: the runtime zygote and model zygotes."""
+        return self.children(RUNTIME_ZYGOTE_NAME) + self.children(MODEL_ZYGOTE_NAME)
+
+    def children(self, name: str) -> list[int]:
+        """Live children of the gateway whose process name is ``name``."""
+        pids = [pid for pid in children_of(self.pid) if is_running(pid)]
+        self.children_seen.update(pids)
+        return [pid for pid in pids if process_name(pid) == name]
 
     def runtime(self, **options: Any) -> Any:
         """A real boto3 sagemaker-runtime client, retries off so each call is one request."""
@@ -217,7 +242,7 @@ def running_gateway(
                 proc.kill()
                 proc.wait()
         if gateway is not None:
-            seen = set(gateway.workers_seen)
+            seen = gateway.workers_seen | gateway.children_seen
             wait_until(
                 lambda: not any(is_running(pid) for pid in seen),
                 timeout=10,

@@ -7,19 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> None:
-    """Make this process adopt its orphaned descendants (workers forked by zygotes), so
-    it can reap them and they can die with it. Raises OSError when the kernel refuses."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(errno)}")
 
 
 class AdoptedProcess:

@@ -17,8 +17,9 @@ Layout (``<pid>`` is the gateway's process id, ``<name>`` the worker's name):
 - fallback: no cgroups; each worker is pinned to ``threads`` CPUs, taken round-robin so
   workers spread, and its memory and disk are left to the caller's watchdogs.
 
-``coldbrew-<n>`` groups whose process ``n`` is gone (a gateway killed without ``close``)
-are removed when the next gateway starts, if they hold no processes.
+``coldbrew-<n>`` groups whose process ``n`` is gone (a gateway killed without ``close``;
+its workers die with it) are removed when the next gateway starts, if they hold no
+processes. A pid reused since is told apart by its start time.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ RELEASE_TIMEOUT_S: Final = 2.0
 PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
 MODES: Final = ("cgroup2", "cgroup1", "fallback")
 PARENT_PATTERN: Final = re.compile(r"coldbrew-(\d+)")
+# A process's start time is known to a clock tick, converted through the boot time.
+START_SLACK_S: Final = 0.05
 
 
 class EnforcerUnavailable(RuntimeError):
@@ -120,25 +123,36 @@ def _remove_group(group: Path, timeout_s: float = RELEASE_TIMEOUT_S) -> None:
         delay = min(delay * 2, 0.05)
 
 
-def _alive(pid: int) -> bool:
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds, to a clock tick), None when gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22, counted after the parenthesised command name, which may hold spaces.
+    ticks = int(text.rsplit(")", 1)[1].split()[19])
+    booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return booted + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _sweep_stale(base: Path, log: logging.Logger) -> None:
-    """Remove ``coldbrew-<n>`` groups under ``base`` left by a gateway that is gone (or by
-    an earlier process with our pid). Groups still holding processes are left alone."""
+    """Remove the ``coldbrew-<n>`` groups under ``base`` whose owner is gone: process
+    ``n`` has exited, or started after the group was made (a reused pid). Groups that
+    still hold processes are left alone. Raises RuntimeError when this very process
+    already owns one: a second live enforcer would share its worker names."""
     for entry in base.iterdir():
         found = PARENT_PATTERN.fullmatch(entry.name)
         if found is None or not entry.is_dir():
             continue
         pid = int(found.group(1))
-        if pid != os.getpid() and _alive(pid):
+        try:
+            created = entry.stat().st_ctime
+        except FileNotFoundError:
+            continue  # another gateway swept it first
+        started = _started_at(pid)
+        if started is not None and started <= created + START_SLACK_S:
+            if pid == os.getpid():
+                raise RuntimeError(f"this process already has a cgroup enforcer at {entry}")
             continue
         try:
             for child in [c for c in entry.iterdir() if c.is_dir()]:
@@ -203,11 +217,13 @@ class _CgroupEnforcer:
                 self._after_parent_created(parent)
             self.prepare("probe", plan_resources(1024, host_cpus=1))
             self.release("probe")
-        except OSError as exc:
+        except BaseException as exc:
             for parent in reversed(created):
                 with contextlib.suppress(OSError):
                     _remove_group(parent)
-            raise EnforcerUnavailable(f"{self.mode} unusable: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise EnforcerUnavailable(f"{self.mode} unusable: {exc}") from exc
+            raise
 
     def _after_parent_created(self, parent: Path) -> None:
         """Hook: v2 passes its controllers down here."""
@@ -481,8 +497,8 @@ def detect_enforcer(
 
     On success a cgroup mode has created the gateway's parent group(s); ``close`` removes
     them. A failed probe leaves nothing behind. Raises ValueError for an unknown
-    ``prefer`` and EnforcerUnavailable, with the reason, for a forced mode this machine
-    cannot provide.
+    ``prefer``, EnforcerUnavailable, with the reason, for a forced mode this machine
+    cannot provide, and RuntimeError when this process already has a cgroup enforcer.
     """
     if prefer != "auto" and prefer not in MODES:
         raise ValueError(f"unknown limits mode {prefer!r}; expected auto or one of {MODES}")

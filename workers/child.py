@@ -20,24 +20,11 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workers.kernel import WORKER_NAME, die_with_parent, set_process_name
 from workers.protocol import ProtocolError, recv_frame, send_frame
 
 if TYPE_CHECKING:
     from workers.handler import ModelHandler
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent (the gateway) dies, even by
-    SIGKILL. The check of ``getppid`` afterwards closes the race where the gateway died
-    before the request took effect."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(70)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -151,6 +138,7 @@ def run(sock: socket.socket, serve_fn: Any) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent(args.parent)
+    set_process_name(WORKER_NAME)
     if args.placement:
         import json
 

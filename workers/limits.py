@@ -177,8 +177,8 @@ class Enforcer(Protocol):
     ``workers.cgroups``; the protocol lives here so the pool can name it cheaply.
 
     ``prepare``, ``release`` and ``out_of_memory`` block briefly on the cgroup filesystem;
-    they may be called from several threads for different names. One enforcer per process
-    at a time: a new one treats an earlier one's groups as stale.
+    they may be called from several threads for different names. A process has at most
+    one cgroup enforcer at a time (its groups are named after the process).
     """
 
     @property

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from workers.adopted import become_subreaper
+from workers.kernel import become_subreaper
 from workers.output import forward_output
 from workers.placement import Placer
 from workers.pool import EndpointPool, PoolStatistics
@@ -76,6 +76,7 @@ class PoolManager:
         self._reaper: asyncio.Task[None] | None = None
         self._runtime: ZygoteLink | None = None
         self._keeper: asyncio.Task[None] | None = None
+        self._first_zygote_attempt = asyncio.Event()
         self._closing = False
 
     async def __aenter__(self) -> Self:
@@ -91,6 +92,10 @@ class PoolManager:
             self._keeper = self._tasks.create_task(
                 self._keep_runtime_zygote(), name="coldbrew-zygote"
             )
+            # Serve only once the first attempt to start the runtime zygote has ended, so
+            # cold starts right after start are as cheap as later ones (a failed attempt
+            # is not waited for again: cold starts then spawn until a restart succeeds).
+            await self._first_zygote_attempt.wait()
         return self
 
     async def __aexit__(
@@ -110,13 +115,19 @@ class PoolManager:
             self._keeper.cancel()
         if self._runtime is not None:
             self._runtime.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SHUTDOWN_WAIT_S):
-                for pool in pools:
-                    await pool.wait_closed()
-        await self._tasks.__aexit__(exc_type, exc, tb)
-        if self._placer is not None:
-            self._placer.close()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_WAIT_S):
+                    for pool in pools:
+                        await pool.wait_closed()
+        finally:
+            # Always leave the task group: it reports what a background task raised
+            # (which may be why this wait was cancelled).
+            try:
+                await self._tasks.__aexit__(exc_type, exc, tb)
+            finally:
+                if self._placer is not None:
+                    self._placer.close()
 
     def _run_background(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._tasks is None:
@@ -244,9 +255,11 @@ class PoolManager:
                 )
             except (ZygoteBroken, OSError) as error:
                 self._log.error("runtime zygote failed to start: %s", error)
+                self._first_zygote_attempt.set()
             else:
                 delay = ZYGOTE_RETRY_FIRST_S
                 self._runtime = runtime
+                self._first_zygote_attempt.set()
                 self._log.info(
                     "runtime zygote %d ready in %.0f ms, pre-imported %d modules",
                     runtime.process.pid,

@@ -23,7 +23,7 @@ class Placer:
     ) -> None:
         self._enforcer = enforcer
         self._mb_per_vcpu = mb_per_vcpu
-        self._host_cpus = host_cpus or os.cpu_count() or 1
+        self._host_cpus = host_cpus or len(os.sched_getaffinity(0)) or 1
         self._memory_mb: dict[str, int] = {}
 
     @property

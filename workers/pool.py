@@ -283,7 +283,7 @@ class EndpointPool:
             if worker is None:
                 shutil.rmtree(private_dir, ignore_errors=True)
                 if self._placer is not None:
-                    self._placer.release(private_dir.name)
+                    await asyncio.to_thread(self._placer.release, private_dir.name)
             raise
         finally:
             self._starting -= 1
@@ -306,6 +306,12 @@ class EndpointPool:
         placement = None
         if self._placer is not None:
             placement = self._placer.prepare(private_dir.name, self.spec.memory_mb)
+            # Thread counts the model's own Environment sets win over the defaults.
+            placement["env"] = {
+                key: value
+                for key, value in placement["env"].items()
+                if key not in self.spec.environment
+            }
         return {
             "role": "worker",
             "model_dir": str(self.spec.model_dir),
@@ -482,7 +488,9 @@ class EndpointPool:
         if self._placer is not None:
             if self._placer.out_of_memory(worker.private_name):
                 worker.out_of_memory = True
-            self._placer.release(worker.private_name)
+            worker.settled.set()
+            # Removing a cgroup may wait briefly for the kernel to finish the exit.
+            await asyncio.to_thread(self._placer.release, worker.private_name)
         worker.settled.set()
         self._live.discard(worker)
         if worker in self._idle:

@@ -43,6 +43,13 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workers.kernel import (
+    MODEL_ZYGOTE_NAME,
+    RUNTIME_ZYGOTE_NAME,
+    WORKER_NAME,
+    die_with_parent,
+    set_process_name,
+)
 from workers.protocol import (
     PRELUDE,
     ProtocolError,
@@ -54,7 +61,6 @@ from workers.protocol import (
 if TYPE_CHECKING:
     from workers.handler import ModelHandler
 
-PR_SET_PDEATHSIG = 1
 # How long a forked process waits to be adopted by the gateway before giving up.
 ADOPTION_DEADLINE_S = 2.0
 # Imported before anything else, so every worker starts with them already in memory.
@@ -70,13 +76,6 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def set_parent_death_signal() -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 def await_adoption(gateway_pid: int) -> None:
     """In a double-forked process: wait until the gateway has adopted it, then die with
     the gateway. Exits if the gateway is gone."""
@@ -86,9 +85,7 @@ def await_adoption(gateway_pid: int) -> None:
         if time.monotonic() > deadline:
             os._exit(71)
         time.sleep(0.0002)
-    set_parent_death_signal()
-    if os.getppid() != gateway_pid:
-        os._exit(70)
+    die_with_parent(gateway_pid)
 
 
 def recv_frame_with_fds(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
@@ -197,7 +194,9 @@ class Zygote:
             os.closerange(channel_fd + 1, 1024)
             channel = socket.socket(fileno=channel_fd)
             prepare_process(request)
-            if request["role"] == "model-zygote":
+            model_zygote = request["role"] == "model-zygote"
+            set_process_name(MODEL_ZYGOTE_NAME if model_zygote else WORKER_NAME)
+            if model_zygote:
                 code = run_model_zygote(channel, request, self.gateway_pid)
             else:
                 code = run_worker(channel, request, self.handler)
@@ -311,9 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway", type=int, required=True)
     parser.add_argument("--preload", default="")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    set_parent_death_signal()
-    if os.getppid() != args.gateway:
-        return 70
+    die_with_parent(args.gateway)
+    set_process_name(RUNTIME_ZYGOTE_NAME)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=args.fd)
     started = time.perf_counter()

@@ -100,7 +100,8 @@ class ZygoteLink:
                 head_len, body_len = decode_prelude(prelude)
                 header = decode_header(await self._recv(loop, head_len))
                 await self._recv(loop, body_len)
-        except (TimeoutError, OSError, ProtocolError) as exc:
+        except (TimeoutError, OSError, ValueError, ProtocolError) as exc:
+            # ValueError: the link was closed (shutdown) while this read waited.
             self.kill()
             reason = str(exc) or type(exc).__name__
             raise ZygoteBroken(f"{self.kind} zygote failed: {reason}") from exc
@@ -129,7 +130,7 @@ class ZygoteLink:
                 # A control frame is far smaller than the socket buffer, so this
                 # non-blocking send completes at once.
                 socket.send_fds(self._control, [encode_frame(dict(header))], fds or [])
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self.kill()
                 raise ZygoteBroken(f"{self.kind} zygote failed: {exc}") from exc
             return await self.read_message(REQUEST_DEADLINE_S)

@@ -59,11 +59,33 @@ def _serverless_count(services: Services, call: Call) -> int:
     return count
 
 
+def _check_reservation(services: Services, call: Call, name: str, variant: Variant) -> None:
+    """Provisioned concurrency reserves region concurrency: all of it together may not
+    exceed the region's total (quotas.region_concurrency)."""
+    if not isinstance(variant, ServerlessVariant) or not variant.provisioned_concurrency:
+        return
+    current = services.deployments.get(call.scope, name)
+    others = services.deployments.reserved(call.scope.account_id, call.scope.region)
+    others -= current.provisioned if current is not None else 0
+    limit = services.quotas.region_concurrency
+    if others + variant.provisioned_concurrency > limit:
+        raise ServiceError(
+            400,
+            "ResourceLimitExceeded",
+            f"The account-level service limit 'Total concurrency that can be allocated "
+            f"across all serverless endpoints' is {limit} Concurrency, with current "
+            f"utilization of {others} Concurrency and a request delta of "
+            f"{variant.provisioned_concurrency} Concurrency. Please use AWS Service Quotas "
+            f"to request an increase for this quota.",
+        )
+
+
 def create_endpoint(services: Services, call: Call, body: dict[str, Any]) -> Output:
     name = body["EndpointName"]
     if services.registry.get_endpoint(call.scope, name) is not None:
         raise already_exists("endpoint", arn(call.scope, "endpoint", name))
     variant = _config_variant(services, call, body["EndpointConfigName"])
+    _check_reservation(services, call, name, variant)
     limit = services.quotas.endpoints_per_region
     if isinstance(variant, ServerlessVariant) and _serverless_count(services, call) >= limit:
         # [U] the real message; this follows the wording of SageMaker's other quota errors.
@@ -205,6 +227,7 @@ def update_endpoint(services: Services, call: Call, body: dict[str, Any]) -> Out
     _check_updatable(record)
     old = effective_variant(_config_variant(services, call, record.config_name), record.overrides)
     new = _config_variant(services, call, body["EndpointConfigName"])
+    _check_reservation(services, call, record.name, new)
     if isinstance(old, InstanceVariant) and isinstance(new, ServerlessVariant):
         # The real service refuses this with a validation error (spec §5.6) [U wording].
         raise validation_exception(
@@ -254,6 +277,7 @@ def update_weights_and_capacities(services: Services, call: Call, body: dict[str
             desired,
             f"desiredWeightsAndCapacities.{index}.member",
         )
+    _check_reservation(services, call, record.name, effective_variant(variant, overrides))
     services.registry.update_endpoint(
         call.scope, record.name, now=call.now, status="Updating", overrides=overrides
     )

@@ -326,6 +326,16 @@ def test_close_leaves_no_cgroup_behind(enforcer: Enforcer) -> None:
     enforcer.close()  # idempotent: the fixture closes again
 
 
+def test_a_second_enforcer_in_one_process_is_refused(enforcer: Enforcer) -> None:
+    """A second cgroup enforcer in the same process is an error, and the first one keeps
+    its groups (they are named after the process, so two would collide)."""
+    with pytest.raises(RuntimeError, match="already has a cgroup enforcer"):
+        detect_enforcer(prefer=enforcer.mode, log=LOG)
+    placement = enforcer.prepare("w-1", plan_resources(1024, host_cpus=HOST_CPUS))
+    with Child(placement) as child:
+        assert child.read()["env"]["OMP_NUM_THREADS"] == "1"
+
+
 def test_stale_groups_of_a_dead_gateway_are_swept() -> None:
     """Groups left by a gateway that died without close are removed by the next one."""
     require_root()

@@ -19,6 +19,7 @@ from workers.limits import (
     Placement,
     ResourcePlan,
     directory_bytes,
+    join_placement,
     plan_resources,
     rss_bytes,
 )
@@ -184,3 +185,11 @@ def test_directory_bytes_counts_regular_files_only(tmp_path: Path) -> None:
     (root / "a" / "dirlink").symlink_to(tmp_path, target_is_directory=True)
     assert directory_bytes(root) == 2_130
     assert directory_bytes(tmp_path / "missing") == 0
+
+
+def test_join_failure_names_the_cgroup(tmp_path: Path) -> None:
+    """A cgroup that cannot be joined is an OSError naming it (nothing else is applied)."""
+    missing = tmp_path / "gone" / "cgroup.procs"
+    placement = Placement(cgroup_procs=(str(missing),), cpu_affinity=None)
+    with pytest.raises(OSError, match=f"cannot join cgroup {missing}"):
+        join_placement(placement)

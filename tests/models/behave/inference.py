@@ -1,12 +1,6 @@
 """A model that does what the request body says, to exercise every failure path.
 
-Body (text): ``sleep:SECONDS`` answers after that long (``sleeppid:SECONDS`` answers
-the pid after that long); ``raise`` raises ValueError;
-``exit`` exits the process; ``kill`` SIGKILLs itself; ``hang`` never answers;
-``print:TEXT`` prints TEXT to stdout and answers it; ``big:N`` answers N bytes;
-``pid`` answers the worker's pid; ``env`` answers the worker's environment as JSON;
-``attrs`` answers the request's CustomAttributes and sets its own on the response;
-anything else is echoed.
+The body is ``VERB`` or ``VERB:ARG``; anything that is no verb is echoed back.
 """
 
 import json
@@ -21,34 +15,91 @@ def model_fn(model_dir):
     return {"loaded_at": time.time()}
 
 
+def sleep(arg, context):
+    """Answer after ARG seconds."""
+    time.sleep(float(arg))
+    return b"slept", "text/plain"
+
+
+def sleeppid(arg, context):
+    """Answer the worker's pid after ARG seconds."""
+    time.sleep(float(arg))
+    return str(os.getpid()).encode(), "text/plain"
+
+
+def refuse(arg, context):
+    """Raise, as a model refusing its input."""
+    raise ValueError("the model refused this input")
+
+
+def exit_now(arg, context):
+    """Exit the worker process with status 3."""
+    sys.stdout.flush()
+    os._exit(3)
+
+
+def kill(arg, context):
+    """SIGKILL the worker process."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang(arg, context):
+    """Never answer."""
+    threading.Event().wait()
+
+
+def say(arg, context):
+    """Print ARG to stdout (the gateway log) and answer it."""
+    print(arg, flush=True)
+    return arg.encode(), "text/plain"
+
+
+def big(arg, context):
+    """Answer ARG bytes."""
+    return b"x" * int(arg), "application/octet-stream"
+
+
+def alloc(arg, context):
+    """Allocate (and touch) ARG MiB of memory, then answer how much."""
+    hoard = b"x" * (int(arg) * 1024 * 1024)
+    return str(len(hoard)).encode(), "text/plain"
+
+
+def environment(arg, context):
+    """Answer the worker's environment as JSON."""
+    return json.dumps(dict(os.environ)).encode(), "application/json"
+
+
+def attrs(arg, context):
+    """Answer the request's CustomAttributes and set the response's own."""
+    seen = context.custom_attributes or ""
+    return seen.encode(), "text/plain", f"seen={len(seen)}"
+
+
+def pid(arg, context):
+    """Answer the worker's pid."""
+    return str(os.getpid()).encode(), "text/plain"
+
+
+VERBS = {
+    "sleep": sleep,
+    "sleeppid": sleeppid,
+    "raise": refuse,
+    "exit": exit_now,
+    "kill": kill,
+    "hang": hang,
+    "print": say,
+    "big": big,
+    "alloc": alloc,
+    "env": environment,
+    "attrs": attrs,
+    "pid": pid,
+}
+
+
 def transform_fn(model, body, content_type, accept, context):
-    text = body.decode()
-    verb, _, arg = text.partition(":")
-    if verb == "sleeppid":
-        time.sleep(float(arg))
-        return str(os.getpid()).encode(), "text/plain"
-    if verb == "sleep":
-        time.sleep(float(arg))
-        return b"slept", "text/plain"
-    if verb == "raise":
-        raise ValueError("the model refused this input")
-    if verb == "exit":
-        sys.stdout.flush()
-        os._exit(3)
-    if verb == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if verb == "hang":
-        threading.Event().wait()
-    if verb == "print":
-        print(arg, flush=True)
-        return arg.encode(), "text/plain"
-    if verb == "big":
-        return b"x" * int(arg), "application/octet-stream"
-    if verb == "env":
-        return json.dumps(dict(os.environ)).encode(), "application/json"
-    if verb == "attrs":
-        seen = context.custom_attributes or ""
-        return seen.encode(), "text/plain", f"seen={len(seen)}"
-    if verb == "pid":
-        return str(os.getpid()).encode(), "text/plain"
-    return body, content_type or "application/octet-stream"
+    verb, _, arg = body.decode(errors="replace").partition(":")
+    action = VERBS.get(verb)
+    if action is None:
+        return body, content_type or "application/octet-stream"
+    return action(arg, context)
