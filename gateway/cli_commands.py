@@ -54,6 +54,7 @@ TABLE_COLUMNS: Final = (
     "PROVISIONED",
     "WARM",
     "INVOCATIONS",
+    "CPU",
 )
 
 
@@ -399,7 +400,17 @@ def _row(description: Description) -> tuple[str, ...]:
         _text(serverless.get("ProvisionedConcurrency")),
         _text(live.get("WarmWorkers")),
         _text(live.get("Invocations")),
+        _limits(live.get("ResourceLimits") or {}),
     )
+
+
+def _limits(limits: Mapping[str, Any]) -> str:
+    """The worker CPU cap and how it is enforced, e.g. "0.579 vCPU (cgroup1)"."""
+    mode = limits.get("Mode")
+    if mode is None:
+        return "-"
+    vcpus = limits.get("VCpus")
+    return f"{vcpus} vCPU ({mode})" if vcpus is not None else str(mode)
 
 
 def format_table(rows: list[tuple[str, ...]]) -> str:
