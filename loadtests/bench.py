@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -371,6 +371,7 @@ class ShortIdleBench:
     ours: Server
     plan: Plan
     errors: list[str]
+    burst_pids: set[int] = field(default_factory=set)
 
     async def model_zygote_starts(self) -> dict[str, object]:
         """After each reap of the endpoint's worker, the next request: a fork of its model
@@ -382,7 +383,9 @@ class ShortIdleBench:
             answer = await gen.invoke(url, ZYGOTE)
             await self.ours.log.wait_for(model_zygote_ready(ZYGOTE), within_s=ZYGOTE_DEADLINE_S)
             for _ in range(samples):
-                pid = answer.worker_pid if answer is not None else None
+                if answer is None:
+                    break  # the wrong answer is recorded; no worker to wait for
+                pid = answer.worker_pid
                 if pid is None:
                     raise RuntimeError(f"{ZYGOTE} answered without its worker's pid")
                 await wait_until(
@@ -403,8 +406,8 @@ class ShortIdleBench:
         return {name: judged(name, figure, p50_ratio(figure) if latencies else None, "p50 ratio")}
 
     async def burst(self) -> dict[str, object]:
-        """``plan.burst`` concurrent requests to a zero-scaled endpoint; then, once every
-        worker they started has been reaped, the gateway's memory."""
+        """``plan.burst`` concurrent requests to a zero-scaled endpoint, on as many
+        connections; the workers that answered are kept in ``burst_pids``."""
         url, count = self.ours.url, self.plan.burst
         async with client(url, self.errors, count) as gen:
             answers = await asyncio.gather(*(gen.post(url, BURST) for _ in range(count)))
@@ -415,23 +418,26 @@ class ShortIdleBench:
                 self.errors.append(f"{BURST}: wrong answer {answer.body[:200]!r}")
         latencies = [a.seconds for a in got]
         p50, p99 = (round(statistic(latencies, s) * 1e3, 3) for s in ("p50", "p99"))
-        pids = {a.worker_pid for a in got if a.worker_pid is not None}
-        await wait_until(
-            lambda: all(map(is_gone, pids)),
-            within_s=REAP_DEADLINE_S,
-            what="the burst's workers reaped",
-        )
+        self.burst_pids = {a.worker_pid for a in got if a.worker_pid is not None}
         figure = {
             "requests": count,
             "statuses": dict(statuses),
             "tiers": dict(Counter(a.tier or "warm" for a in got)),
-            "workers": len(pids),
+            "workers": len(self.burst_pids),
             "p50_ms": p50,
             "p99_ms": p99,
             "target": f"all 200 and p99 < {BURST_P99_MS:g} ms",
             "met": statuses == {"200": count} and p99 < BURST_P99_MS,
         }
-        return {"burst": figure, "memory": {"gateway_after_burst_uss": uss_mb(self.ours.pid)}}
+        return {"burst": figure}
+
+    async def memory_after_burst(self) -> dict[str, object]:
+        """The gateway's USS once every worker of the burst has been reaped."""
+        pids = self.burst_pids
+        await wait_until(
+            lambda: all(map(is_gone, pids)), within_s=REAP_DEADLINE_S, what="the burst reaped"
+        )
+        return {"memory": {"gateway_after_burst_uss": uss_mb(self.ours.pid)}}
 
 
 async def short_idle_gateway(plan: Plan, folder: Path, errors: list[str]) -> dict[str, object]:
@@ -446,6 +452,7 @@ async def short_idle_gateway(plan: Plan, folder: Path, errors: list[str]) -> dic
         results = await guarded("cold_start_model_zygote", errors, bench.model_zygote_starts)
         progress(f"a burst of {plan.burst} concurrent requests")
         results |= await guarded("burst", errors, bench.burst)
+        results |= await guarded("memory after the burst", errors, bench.memory_after_burst)
     return results
 
 
@@ -566,7 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     info = machine()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        results = runner.run(run(plan))
+        try:
+            results = runner.run(run(plan))
+        except asyncio.CancelledError:
+            progress("stopped by SIGTERM; every server it started has been stopped")
+            return 1
     text = json.dumps({"machine": info, "plan": asdict(plan), **results}, indent=2)
     print(text)
     if args.out is not None:

@@ -233,21 +233,16 @@ class ProcessLog:
                 self._ended = True
                 self._changed.notify_all()
 
-    def mark(self) -> int:
-        """A position: ``wait_for(..., since=mark)`` only considers lines written after it."""
-        return len(self.lines)
+    def search(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
+        """The first line written so far that matches ``pattern``."""
+        return next(filter(None, map(pattern.search, self.lines)), None)
 
-    def search(self, pattern: re.Pattern[str], since: int = 0) -> re.Match[str] | None:
-        return next(filter(None, map(pattern.search, self.lines[since:])), None)
-
-    async def wait_for(
-        self, pattern: re.Pattern[str], *, within_s: float, since: int = 0
-    ) -> re.Match[str]:
-        """The first line matching ``pattern`` from ``since`` on, waiting for it. Raises
+    async def wait_for(self, pattern: re.Pattern[str], *, within_s: float) -> re.Match[str]:
+        """The first line matching ``pattern``, waiting for it if none has yet. Raises
         TimeoutError past ``within_s`` seconds, RuntimeError if the server's output ends."""
         try:
             async with asyncio.timeout(within_s), self._changed:
-                while (match := self.search(pattern, since)) is None:
+                while (match := self.search(pattern)) is None:
                     if self._ended:
                         raise RuntimeError(f"{self.name} ended before logging {pattern.pattern!r}")
                     await self._changed.wait()

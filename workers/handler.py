@@ -195,8 +195,7 @@ class ModelHandler:
         if "model_warmup_fn" in hooks:
             hooks["model_warmup_fn"].call(context, context.model_dir, model)
 
-        imported = {name.partition(".")[0] for name in sys.modules.keys() - before}
-        imported.discard(module_name or "")
+        imported = _imported_since(before, model_dir, module_name)
         return cls(
             model=model,
             model_dir=model_dir,
@@ -236,6 +235,25 @@ class ModelHandler:
             prediction = self._predict.call(context, data, self.model)
             result = self._output.call(context, prediction, accept)
         return _response(result, accept)
+
+
+def _imported_since(
+    before: frozenset[str], model_dir: Path, program_module: str | None
+) -> set[str]:
+    """Modules imported since ``before`` that a zygote may pre-import: by full dotted name
+    (so their submodules need not be imported again after a fork), and never the model's
+    own code — a zygote importing a model's sibling module by name could find an
+    installed package of the same name instead."""
+    root = model_dir.resolve()
+    names = set()
+    for name in sys.modules.keys() - before:
+        if name == program_module or name.startswith("_coldbrew_program_"):
+            continue
+        location = getattr(sys.modules.get(name), "__file__", None)
+        if location and Path(location).resolve().is_relative_to(root):
+            continue
+        names.add(name)
+    return names
 
 
 def find_program(model_dir: Path, program: str | None = None) -> Path | None:

@@ -115,6 +115,19 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
+def scan_thread_pools() -> Any:
+    """A controller of the BLAS/OpenMP thread pools loaded here, scanned once in the
+    zygote so a forked worker resizes its pools in about a millisecond instead of paying
+    for the scan; None when no such library is loaded."""
+    if "numpy" not in sys.modules:
+        return None
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
 class Zygote:
     """The serve loop of a zygote. ``handler`` is set in a model zygote."""
 
@@ -124,6 +137,7 @@ class Zygote:
         self.control = control
         self.gateway_pid = gateway_pid
         self.handler = handler
+        self.thread_pools = scan_thread_pools()
 
     def serve(self) -> int:
         while True:
@@ -141,7 +155,9 @@ class Zygote:
     def handle(self, header: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         kind = header["t"]
         if kind == "preload":
-            return preload(header.get("modules") or [])
+            outcome = preload(header.get("modules") or [])
+            self.thread_pools = scan_thread_pools()
+            return outcome
         if kind != "fork":
             raise ProtocolError(f"unexpected message {kind!r}")
         if len(fds) != 2:
@@ -193,7 +209,7 @@ class Zygote:
             os.closerange(3, channel_fd)
             os.closerange(channel_fd + 1, 1024)
             channel = socket.socket(fileno=channel_fd)
-            prepare_process(request)
+            prepare_process(request, self.thread_pools)
             model_zygote = request["role"] == "model-zygote"
             set_process_name(MODEL_ZYGOTE_NAME if model_zygote else WORKER_NAME)
             if model_zygote:
@@ -217,7 +233,7 @@ def redirect_output(log_fd: int) -> None:
     os.close(log_fd)
 
 
-def prepare_process(request: dict[str, Any]) -> None:
+def prepare_process(request: dict[str, Any], thread_pools: Any = None) -> None:
     """Environment, directory and resource placement of a freshly forked process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -232,15 +248,10 @@ def prepare_process(request: dict[str, Any]) -> None:
         os.environ["HOME"] = os.environ["TMPDIR"] = private_dir
         os.chdir(private_dir)
     # Frameworks imported in the zygote were told to start no threads; a worker gets the
-    # threads its vCPUs allow.
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if threads and "numpy" in sys.modules:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(int(threads))
-        except ImportError:
-            pass
+    # threads its vCPUs allow (nothing to do when that is one).
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    if thread_pools is not None and threads.isdigit() and int(threads) > 1:
+        thread_pools.limit(limits=int(threads))
 
 
 def run_worker(

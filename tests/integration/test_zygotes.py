@@ -51,6 +51,13 @@ def test_cold_starts_move_to_the_model_zygote(tmp_path: Path) -> None:
         assert tier == "model-zygote"
         assert second != first
         assert call(gw, "behave", b"pid") == (second, None)
+        if Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() and os.geteuid() == 0:
+            # Its CPU cgroup is joined beside its start, not before it: soon, surely.
+            wait_until(
+                lambda: cgroup_dir(int(second), "cpu").name.startswith("worker-"),
+                timeout=10,
+                what="the forked worker to be in its CPU cgroup",
+            )
 
 
 def test_zygotes_off_starts_fresh_interpreters(tmp_path: Path) -> None:

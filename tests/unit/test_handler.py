@@ -432,17 +432,23 @@ def test_user_exception_propagates_unchanged(tmp_path: Path) -> None:
 
 
 def test_imported_modules_records_the_handlers_imports(tmp_path: Path) -> None:
-    """imported_modules names a helper module the handler imported during load."""
+    """imported_modules names, by full dotted name, the installed modules the handler
+    imported during load, so a zygote can pre-import them; the model's own modules are
+    left out (a zygote could find an installed package of the same name instead)."""
     write(tmp_path, "code/mylib.py", "VALUE = 1\n")
     write(
         tmp_path,
         "code/inference.py",
-        "import mylib\n\ndef model_fn(model_dir):\n    return mylib.VALUE\n",
+        "import mylib\nimport xml.dom.minidom\n\n"
+        "def model_fn(model_dir):\n    return mylib.VALUE\n",
     )
 
     handler = ModelHandler.load(tmp_path)
 
-    assert "mylib" in handler.imported_modules
+    if "xml.dom.minidom" not in handler.imported_modules:
+        pytest.skip("xml.dom.minidom was already imported in this process")
+    assert {"xml.dom", "xml.dom.minidom"} <= handler.imported_modules
+    assert "mylib" not in handler.imported_modules
     assert not any(name.startswith("_coldbrew_program") for name in handler.imported_modules)
 
 
