@@ -41,6 +41,9 @@ WARM_RETRY_FIRST_S = 1.0
 WARM_RETRY_MAX_S = 60.0
 # A model zygote that failed to start is not tried again for this long.
 MODEL_ZYGOTE_RETRY_S = 60.0
+# An endpoint "has traffic", and gets a model zygote, from its second invocation: a
+# one-off invocation would pay for loading its model twice on a busy machine.
+MODEL_ZYGOTE_AFTER_INVOCATIONS = 2
 # The watchdog of a running call: first look, then every tick; disk every few ticks.
 WATCH_FIRST_S = 0.05
 WATCH_EVERY_S = 0.05
@@ -128,6 +131,7 @@ class EndpointPool:
         self._all_exited = asyncio.Event()
         self._all_exited.set()
         self._last_activity = now()
+        self._invocations = 0
         self._model_zygote: ZygoteLink | None = None
         self._model_zygote_state = "none"  # none | starting | ready | unsuitable
         self._model_zygote_retry_at = 0.0
@@ -164,6 +168,8 @@ class EndpointPool:
         Cancellation kills the worker if it was serving this request.
         """
         self._last_activity = self._now()
+        self._invocations += 1
+        self._maybe_start_model_zygote()
         worker, cold = await self._acquire()
         watchdog = asyncio.create_task(self._watch(worker)) if self._placer is not None else None
         try:
@@ -365,9 +371,10 @@ class EndpointPool:
     # ----------------------------------------------------------- model zygote
 
     def _maybe_start_model_zygote(self) -> None:
-        """After a cold start, give the endpoint a model zygote for the next ones."""
+        """Give an endpoint with traffic a model zygote for its next cold starts."""
         if (
-            self._zygotes is None
+            self._invocations < MODEL_ZYGOTE_AFTER_INVOCATIONS
+            or self._zygotes is None
             or self._closing
             or self._model_zygote_state != "none"
             or self._now() < self._model_zygote_retry_at

@@ -40,11 +40,14 @@ def quick_reaping(tmp_path: Path, endpoints: dict[str, dict[str, Any]], **pool: 
 
 
 def test_cold_starts_move_to_the_model_zygote(tmp_path: Path) -> None:
-    """The first cold start forks the runtime zygote; it gives the endpoint a model
-    zygote, and once the worker is reaped the next cold start forks that."""
+    """The first cold start forks the runtime zygote; from its second invocation the
+    endpoint has a model zygote, and once the worker is reaped the next cold start forks
+    that."""
     with running_gateway(tmp_path, quick_reaping(tmp_path, {"behave": {}})) as gw:
         first, tier = call(gw, "behave", b"pid")
         assert tier == "runtime-zygote"
+        assert gw.children("cb-model-zygote") == [], "a one-off invocation gets no zygote"
+        assert call(gw, "behave", b"pid") == (first, None)
         wait_until(lambda: gw.children("cb-model-zygote"), timeout=30, what="a model zygote")
         reaped(gw, int(first))
         second, tier = call(gw, "behave", b"pid")
@@ -95,6 +98,7 @@ def test_model_zygote_death_falls_back(tmp_path: Path) -> None:
     the endpoint gets a new model zygote."""
     with running_gateway(tmp_path, quick_reaping(tmp_path, {"behave": {}})) as gw:
         worker, _ = call(gw, "behave", b"pid")
+        call(gw, "behave", b"pid")
         (zygote,) = wait_until(lambda: gw.children("cb-model-zygote"), timeout=30)
         os.kill(zygote, signal.SIGKILL)
         reaped(gw, int(worker))
@@ -115,6 +119,7 @@ def test_models_unfit_for_a_zygote_never_get_one(tmp_path: Path, model: str) -> 
     with running_gateway(tmp_path, quick_reaping(tmp_path, {model: {}})) as gw:
         sm = control_client(gw.url)
         assert call(gw, model, b"x") == (b"x", "runtime-zygote")
+        call(gw, model, b"x")
         wait_until(
             lambda: (
                 sm.describe_endpoint(EndpointName=model)["ResponseMetadata"]
@@ -237,6 +242,7 @@ def test_worker_over_its_memory_gets_a_model_error(tmp_path: Path, mode: str) ->
 def test_no_zygote_or_worker_outlives_a_killed_gateway(tmp_path: Path) -> None:
     """SIGKILL of the gateway takes the runtime zygote, model zygotes and workers with it."""
     with running_gateway(tmp_path, quick_reaping(tmp_path, {"behave": {}})) as gw:
+        call(gw, "behave", b"pid")
         call(gw, "behave", b"pid")
         wait_until(lambda: gw.children("cb-model-zygote"), timeout=30)
         family = gw.zygote_pids() + gw.worker_pids()
