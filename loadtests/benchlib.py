@@ -477,8 +477,8 @@ async def first_invocations(
 ) -> tuple[list[float], Counter[str]]:
     """Latencies (s) of the first request to each endpoint of ``names``, in turn, and the
     cold-start tiers reported. Each must be a cold start by the runtime zygote (else an
-    error is recorded); the next is timed only once the endpoint's model zygote, started in
-    the background meanwhile, has settled, so the two do not compete for the CPU."""
+    error is recorded). A single invocation gives an endpoint no model zygote, so nothing
+    starts in the background to compete with the next cold start."""
     latencies: list[float] = []
     tiers: Counter[str] = Counter()
     for name in names:
@@ -489,6 +489,4 @@ async def first_invocations(
         tiers[answer.tier or "none"] += 1
         if answer.tier != RUNTIME_ZYGOTE:
             gen.errors.append(f"{name}: first request's {COLD_START_HEADER}: {answer.cold_start}")
-            continue
-        await server.log.wait_for(model_zygote_settled(name), within_s=ZYGOTE_DEADLINE_S)
     return latencies, tiers

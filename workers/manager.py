@@ -108,14 +108,14 @@ class PoolManager:
         assert self._reaper is not None
         self._closing = True
         pools = [*self._pools.values(), *self._retired]
-        for pool in pools:
-            pool.close_nowait()
-        self._reaper.cancel()
-        if self._keeper is not None:
-            self._keeper.cancel()
-        if self._runtime is not None:
-            self._runtime.close()
         try:
+            for pool in pools:
+                pool.close_nowait()
+            self._reaper.cancel()
+            if self._keeper is not None:
+                self._keeper.cancel()
+            if self._runtime is not None:
+                self._runtime.close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_WAIT_S):
                     for pool in pools:
@@ -129,11 +129,18 @@ class PoolManager:
                 if self._placer is not None:
                     self._placer.close()
 
-    def _run_background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _run_background(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run ``coro`` in the task group; False when the group is shutting down after a
+        failure (it reports that failure itself), and the caller must do without."""
         if self._tasks is None:
             coro.close()
             raise RuntimeError("PoolManager used outside 'async with'")
-        self._tasks.create_task(coro)
+        try:
+            self._tasks.create_task(coro)
+        except RuntimeError:
+            coro.close()
+            return False
+        return True
 
     # ------------------------------------------------------------------- pools
 

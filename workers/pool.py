@@ -51,7 +51,7 @@ DISK_EVERY_TICKS = 20
 # How long a failed call waits for the worker's exit to be inspected.
 SETTLE_S = 2.0
 
-RunBackground = Callable[[Coroutine[Any, Any, None]], None]
+RunBackground = Callable[[Coroutine[Any, Any, None]], bool]
 
 
 class ZygoteSource(Protocol):
@@ -496,6 +496,10 @@ class EndpointPool:
         assert self._placer is not None
         try:
             await asyncio.to_thread(self._placer.attach_deferred, worker.private_name, worker.pid)
+        except OSError as error:
+            # A worker that cannot be put in its limits must not serve.
+            self._log.error("%s: worker %d not placed: %s", self.spec.label, worker.pid, error)
+            worker.kill()
         finally:
             worker.attached.set()
 
@@ -506,12 +510,7 @@ class EndpointPool:
         await forward_output(worker.log_stream, self._log, prefix)
         returncode = await worker.wait_exited()
         if self._placer is not None:
-            if self._placer.out_of_memory(worker.private_name):
-                worker.out_of_memory = True
-            worker.settled.set()
-            await worker.attached.wait()
-            # Removing a cgroup may wait briefly for the kernel to finish the exit.
-            await asyncio.to_thread(self._placer.release, worker.private_name)
+            await self._release_placement(worker)
         worker.settled.set()
         self._live.discard(worker)
         if worker in self._idle:
@@ -520,6 +519,23 @@ class EndpointPool:
         self._notify_waiters()
         self._wake_reaper()  # a kept-warm worker that died is replaced
         self._log.info("%s %s", prefix, describe_exit(returncode))
+
+    async def _release_placement(self, worker: WorkerProcess) -> None:
+        """Read the kernel's verdict on the exited worker, then remove its cgroups. A
+        cgroup the kernel will not give up is logged, not fatal: it concerns one worker."""
+        assert self._placer is not None
+        name = worker.private_name
+        try:
+            if self._placer.out_of_memory(name):
+                worker.out_of_memory = True
+            worker.settled.set()
+            await worker.attached.wait()
+            # Removing a cgroup may wait briefly for the kernel to finish the exit.
+            await asyncio.to_thread(self._placer.release, name)
+        except OSError as error:
+            self._log.error(
+                "%s: could not release worker %s's limits: %s", self.spec.label, name, error
+            )
 
     def _check_all_exited(self) -> None:
         zygote = self._model_zygote
@@ -563,7 +579,8 @@ class EndpointPool:
         workers when their request ends."""
         self._closing = True
         for worker in self._idle:
-            self._run_background(self._stop(worker))
+            if not self._run_background(self._stop(worker)):
+                worker.kill()  # no task can stop it gracefully any more
         self._idle.clear()
         if self._model_zygote is not None:
             self._model_zygote.close()
