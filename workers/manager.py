@@ -227,7 +227,8 @@ class PoolManager:
         try:
             answer = await runtime.request({"t": "preload", "modules": modules})
         except ZygoteBroken as error:
-            self._log.warning("runtime zygote: %s", error)
+            if not self._closing:  # closing the zygote cuts its requests short
+                self._log.warning("runtime zygote: %s", error)
             return
         if answer.get("failed"):
             self._log.info("runtime zygote could not pre-import %s", answer["failed"])

@@ -402,7 +402,8 @@ class EndpointPool:
         except WorkerError as error:
             self._model_zygote_state = "none"
             self._model_zygote_retry_at = self._now() + MODEL_ZYGOTE_RETRY_S
-            self._log.warning("%s: model zygote failed to start: %s", self.spec.label, error)
+            if not self._closing:  # closing cuts a start short; that is no failure
+                self._log.warning("%s: model zygote failed to start: %s", self.spec.label, error)
             shutil.rmtree(private_dir, ignore_errors=True)
             return
         self._model_zygote = link
