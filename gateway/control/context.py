@@ -3,6 +3,7 @@ and time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,21 +52,29 @@ def without_tags(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if key != "Tags"}
 
 
-def page(
+def listed(
     body: dict[str, Any],
     items: list[Listable],
     *,
-    default_max_results: int,
+    result_key: str,
+    summary: Callable[[Any], dict[str, Any]],
+    default_max_results: int = 10,
     sort_keys: tuple[str, ...] = ("Name", "CreationTime"),
-) -> tuple[list[Listable], str | None]:
-    """One page of a List operation; bad queries and tokens are ValidationException."""
+) -> dict[str, Any]:
+    """The output of a List operation: one page of ``items`` (each shown by ``summary``
+    of its ``item``) under ``result_key``, and a NextToken when more remain. Bad queries
+    and tokens are ValidationException."""
     try:
         query = ListQuery.from_request(
             body, default_max_results=default_max_results, sort_keys=sort_keys
         )
-        return list_page(items, query)
+        chosen, token = list_page(items, query)
     except (InvalidQuery, InvalidToken) as error:
         raise validation_exception(str(error)) from None
+    output: dict[str, Any] = {result_key: [summary(listable.item) for listable in chosen]}
+    if token:
+        output["NextToken"] = token
+    return output
 
 
 def not_found(kind: str, arn: str) -> ServiceError:

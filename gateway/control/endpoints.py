@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from gateway.control.context import Call, Services, already_exists, not_found, page, tag_map
+from gateway.control.context import Call, Services, already_exists, listed, not_found, tag_map
 from gateway.control.listing import Listable
 from gateway.control.rules import (
     InstanceVariant,
@@ -332,27 +332,17 @@ def delete_endpoint(services: Services, call: Call, body: dict[str, Any]) -> Out
 
 
 def list_endpoints(services: Services, call: Call, body: dict[str, Any]) -> Output:
-    items = [
-        Listable(
-            name=e.name, created=e.created, last_modified=e.last_modified, status=e.status, item=e
-        )
-        for e in services.registry.list_endpoints(call.scope)
-    ]
-    chosen, token = page(
-        body, items, default_max_results=10, sort_keys=("Name", "CreationTime", "Status")
+    endpoints = services.registry.list_endpoints(call.scope)
+    return listed(
+        body,
+        [Listable(e.name, e.created, e.last_modified, e.status, item=e) for e in endpoints],
+        result_key="Endpoints",
+        summary=lambda e: {
+            "EndpointName": e.name,
+            "EndpointArn": e.arn,
+            "CreationTime": e.created,
+            "LastModifiedTime": e.last_modified,
+            "EndpointStatus": e.status,
+        },
+        sort_keys=("Name", "CreationTime", "Status"),
     )
-    output: Output = {
-        "Endpoints": [
-            {
-                "EndpointName": i.item.name,
-                "EndpointArn": i.item.arn,
-                "CreationTime": i.item.created,
-                "LastModifiedTime": i.item.last_modified,
-                "EndpointStatus": i.item.status,
-            }
-            for i in chosen
-        ]
-    }
-    if token:
-        output["NextToken"] = token
-    return output

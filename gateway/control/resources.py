@@ -9,8 +9,8 @@ from gateway.control.context import (
     Call,
     Services,
     already_exists,
+    listed,
     not_found,
-    page,
     tag_map,
     without_tags,
 )
@@ -85,20 +85,12 @@ def delete_model(services: Services, call: Call, body: dict[str, Any]) -> Output
 
 
 def list_models(services: Services, call: Call, body: dict[str, Any]) -> Output:
-    items = [
-        Listable(name=m.name, created=m.created, item=m)
-        for m in services.registry.list_models(call.scope)
-    ]
-    chosen, token = page(body, items, default_max_results=10)
-    output: Output = {
-        "Models": [
-            {"ModelName": i.item.name, "ModelArn": i.item.arn, "CreationTime": i.item.created}
-            for i in chosen
-        ]
-    }
-    if token:
-        output["NextToken"] = token
-    return output
+    return listed(
+        body,
+        [Listable(m.name, m.created, item=m) for m in services.registry.list_models(call.scope)],
+        result_key="Models",
+        summary=lambda m: {"ModelName": m.name, "ModelArn": m.arn, "CreationTime": m.created},
+    )
 
 
 def create_endpoint_config(services: Services, call: Call, body: dict[str, Any]) -> Output:
@@ -142,21 +134,14 @@ def delete_endpoint_config(services: Services, call: Call, body: dict[str, Any])
 
 
 def list_endpoint_configs(services: Services, call: Call, body: dict[str, Any]) -> Output:
-    items = [
-        Listable(name=c.name, created=c.created, item=c)
-        for c in services.registry.list_endpoint_configs(call.scope)
-    ]
-    chosen, token = page(body, items, default_max_results=10)
-    output: Output = {
-        "EndpointConfigs": [
-            {
-                "EndpointConfigName": i.item.name,
-                "EndpointConfigArn": i.item.arn,
-                "CreationTime": i.item.created,
-            }
-            for i in chosen
-        ]
-    }
-    if token:
-        output["NextToken"] = token
-    return output
+    configs = services.registry.list_endpoint_configs(call.scope)
+    return listed(
+        body,
+        [Listable(c.name, c.created, item=c) for c in configs],
+        result_key="EndpointConfigs",
+        summary=lambda c: {
+            "EndpointConfigName": c.name,
+            "EndpointConfigArn": c.arn,
+            "CreationTime": c.created,
+        },
+    )

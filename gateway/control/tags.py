@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from gateway.control.context import Call, Services, page, tag_map
+from gateway.control.context import Call, Services, listed, tag_map
 from gateway.control.listing import Listable
 from gateway.errors import validation_exception
 from gateway.registry import NotFound
@@ -48,15 +48,13 @@ def list_tags(services: Services, call: Call, body: dict[str, Any]) -> Output:
     ]
     query = {"NextToken": body.get("NextToken"), "MaxResults": body.get("MaxResults")}
     query = {key: value for key, value in query.items() if value is not None}
-    chosen, token = page(
+    return listed(
         {**query, "SortBy": "CreationTime", "SortOrder": "Ascending"},
         items,
+        result_key="Tags",
+        summary=lambda tag: {"Key": tag[0], "Value": tag[1]},
         default_max_results=50,
     )
-    output: Output = {"Tags": [{"Key": i.item[0], "Value": i.item[1]} for i in chosen]}
-    if token:
-        output["NextToken"] = token
-    return output
 
 
 def delete_tags(services: Services, call: Call, body: dict[str, Any]) -> Output:
