@@ -4,10 +4,13 @@ application's lifecycle (aiohttp cleanup contexts)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Final, Protocol
 
 from aiohttp import web
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from gateway.admission import AdmissionStore, LocalAdmission
 from gateway.artifacts import ArtifactStore
@@ -21,7 +24,12 @@ from gateway.router import make_dispatch
 from gateway.runtime import Runtime
 from gateway.settings import Settings, effective_credentials
 from gateway.sigv4 import Credential, Verifier
+from gateway.telemetry import catalog
+from gateway.telemetry.instruments import GaugeSource
+from gateway.telemetry.recorder import Telemetry
 from workers import Placer, PoolManager, detect_enforcer
+
+PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 # Leases only matter to a shared admission store (a crashed node's tokens come back);
 # locally every request ends within its setup and invocation deadlines, far inside this.
@@ -51,6 +59,22 @@ def credential_lookup(settings: Settings) -> dict[str, Credential]:
     }
 
 
+class MetricsPage(Protocol):
+    """The Prometheus text page of the gateway's metrics."""
+
+    def render(self) -> str: ...
+
+
+def metrics_handler(page: MetricsPage) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def metrics(request: web.Request) -> web.Response:
+        """Prometheus scrape target. Unsigned, like /health: scrapers do not sign."""
+        response = web.Response(text=page.render())
+        response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
+        return response
+
+    return metrics
+
+
 async def health(request: web.Request) -> web.Response:
     """Liveness for load balancers and scripts: 200 once invocations are accepted."""
     return web.json_response({"status": "ok"})
@@ -69,6 +93,48 @@ def build_placer(settings: Settings, log: logging.Logger) -> Placer | None:
     return placer
 
 
+def gauge_sources(
+    pools: PoolManager, deployments: Deployments, region_concurrency: int
+) -> dict[str, GaugeSource]:
+    """Where the observable gauges read the live state from."""
+
+    def workers() -> Iterable[tuple[float, dict[str, str]]]:
+        for key, stats in pools.statistics().items():
+            assert isinstance(key, tuple)
+            labels = {"cloud.account.id": key[0], "cloud.region": key[1], "faas.name": key[2]}
+            for state, count in (
+                ("starting", stats.starting),
+                ("idle", stats.idle),
+                ("busy", stats.busy),
+            ):
+                yield float(count), {**labels, "state": state}
+
+    def zygotes() -> Iterable[tuple[float, dict[str, str]]]:
+        models = sum(s.model_zygote == "ready" for s in pools.statistics().values())
+        yield float(pools.runtime_zygote_pid() is not None), {"kind": "runtime"}
+        yield float(models), {"kind": "model"}
+
+    def limits() -> Iterable[tuple[float, dict[str, str]]]:
+        scopes = set()
+        for deployment in deployments:
+            scope = {
+                "cloud.account.id": deployment.scope.account_id,
+                "cloud.region": deployment.scope.region,
+            }
+            scopes.add(tuple(scope.values()))
+            labels = {**scope, "faas.name": deployment.name, "scope": "endpoint"}
+            yield float(deployment.admission_limit), labels
+        for account, region in sorted(scopes):
+            labels = {"cloud.account.id": account, "cloud.region": region, "scope": "region"}
+            yield float(region_concurrency), labels
+
+    return {
+        catalog.WORKERS.name: workers,
+        catalog.ZYGOTES.name: zygotes,
+        catalog.CONCURRENCY_LIMIT.name: limits,
+    }
+
+
 def build_app(
     settings: Settings,
     *,
@@ -76,6 +142,9 @@ def build_app(
     clock: Clock,
     log: logging.Logger,
     placer: Placer | None = None,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+    metrics_page: MetricsPage | None = None,
 ) -> web.Application:
     """The aiohttp application. The registry is the caller's (opened before, closed
     after); worker pools and endpoint transitions live exactly as long as the app runs,
@@ -111,6 +180,11 @@ def build_app(
         log=log,
     )
     verifier = Verifier(credential_lookup(settings).get, max_skew_s=settings.auth.max_clock_skew_s)
+    telemetry = Telemetry(
+        meter_provider=meter_provider or MeterProvider(),
+        tracer_provider=tracer_provider,
+        gauges=gauge_sources(pools, deployments, settings.quotas.region_concurrency),
+    )
     runtime = Runtime(
         deployments=deployments,
         pools=pools,
@@ -119,6 +193,7 @@ def build_app(
         clock=clock,
         region_concurrency=settings.quotas.region_concurrency,
         max_payload_bytes=settings.quotas.max_payload_bytes,
+        telemetry=telemetry,
     )
     control = ControlPlane(
         Services(
@@ -150,5 +225,7 @@ def build_app(
 
     app.cleanup_ctx.extend([run_pools, run_lifecycle])
     app.router.add_get("/health", health)
+    if metrics_page is not None:
+        app.router.add_get("/metrics", metrics_handler(metrics_page))
     app.router.add_route("*", "/{tail:.*}", make_dispatch(runtime, control, log))
     return app

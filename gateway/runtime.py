@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
 from aiohttp import web
+from opentelemetry.trace import Span, SpanKind
 
-from gateway.admission import AdmissionStore, Refusal
+from gateway.admission import AdmissionStore, Grant, Refusal
 from gateway.auth import authenticate
 from gateway.clock import Clock
 from gateway.deployments import Deployment, Deployments
 from gateway.errors import ServiceError, model_error, throttling, validation_error
 from gateway.sigv4 import Verifier
-from workers import Invocation, PoolManager
+from gateway.telemetry.instruments import Invoked
+from gateway.telemetry.recorder import Telemetry
+from workers import Invocation, InvocationResult, PoolManager, WorkerError, WorkerTimeout
 
 ENDPOINT_NAME: Final = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
 ENDPOINT_NAME_PATTERN: Final = "^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
@@ -100,7 +104,9 @@ class Runtime:
         clock: Clock,
         region_concurrency: int,
         max_payload_bytes: int,
+        telemetry: Telemetry,
     ) -> None:
+        self._telemetry = telemetry
         self._deployments = deployments
         self._pools = pools
         self._admission = admission
@@ -116,7 +122,31 @@ class Runtime:
 
         Raises ServiceError, SigV4Error or a worker error; the caller maps them. The
         admission tokens taken here are released on every path, cancellation included.
+        One SERVER span covers it, continuing the caller's trace (``traceparent``).
         """
+        started = time.perf_counter()
+        tracer = self._telemetry.tracer
+        with tracer.start_as_current_span(
+            "invoke",
+            context=self._telemetry.extract(request.headers),
+            kind=SpanKind.SERVER,
+            attributes={
+                "faas.trigger": "http",
+                "faas.invocation_id": ctx.request_id,
+                "http.request.method": request.method,
+                "url.path": request.path,
+            },
+        ) as span:
+            return await self._invoke(request, raw_name, ctx, span, started)
+
+    async def _invoke(
+        self,
+        request: web.Request,
+        raw_name: str,
+        ctx: InvocationContext,
+        span: Span,
+        started: float,
+    ) -> web.Response:
         principal, body = await authenticate(
             request,
             self._verifier,
@@ -135,14 +165,41 @@ class Runtime:
             accept=model_header(request, ACCEPT),
             custom_attributes=model_header(request, CUSTOM_ATTRIBUTES),
         )
+        span.update_name(name)
+        span.set_attributes(
+            {
+                "faas.name": name,
+                "cloud.account.id": principal.account_id,
+                "cloud.region": principal.region,
+            }
+        )
         deployment = self._deployments.resolve(principal.account_id, principal.region, name)
         if deployment is None:
             raise validation_error(f"Endpoint {name} of account {principal.account_id} not found.")
-        return await self._admit_and_run(deployment, invocation, ctx)
+        span.set_attribute("faas.max_memory", deployment.variant.memory_mb * 1024 * 1024)
+        return await self._admit_and_run(deployment, invocation, ctx, span, started)
 
-    async def _admit_and_run(
-        self, deployment: Deployment, invocation: Invocation, ctx: InvocationContext
-    ) -> web.Response:
+    def _admit(self, deployment: Deployment, labels: dict[str, str]) -> Grant:
+        """Take the endpoint's and the region's tokens, or throttle (and count it)."""
+        with self._telemetry.tracer.start_as_current_span("admission") as span:
+            grant = self._try_acquire(deployment)
+            if grant is Refusal.ENDPOINT or grant is Refusal.REGION:
+                quota = grant.value
+                span.set_attribute("coldbrew.throttled", quota)
+                self._telemetry.instruments.throttles.add(1, {**labels, "quota": quota})
+                if grant is Refusal.ENDPOINT:
+                    raise throttling(
+                        f"Endpoint {deployment.name} is at its limit of "
+                        f"{deployment.admission_limit} concurrent invocations."
+                    )
+                raise throttling(
+                    f"The account is at its total serverless concurrency of "
+                    f"{self._region_concurrency} in {deployment.scope.region}."
+                )
+            span.set_attribute("coldbrew.tokens", "endpoint,region")
+            return grant
+
+    def _try_acquire(self, deployment: Deployment) -> Grant | Refusal:
         scope = deployment.scope
         if deployment.serverless:
             region_key: tuple[str, ...] = ("region", scope.account_id, scope.region)
@@ -154,30 +211,47 @@ class Runtime:
             # concurrency quota does not apply to them.
             region_key = ("instances", scope.account_id, scope.region)
             region_limit = sys.maxsize
-        grant = self._admission.try_acquire(
+        return self._admission.try_acquire(
             endpoint_key=("endpoint", *deployment.key),
             endpoint_limit=deployment.admission_limit,
             region_key=region_key,
             region_limit=region_limit,
             now=self._clock.monotonic(),
         )
-        if grant is Refusal.ENDPOINT:
-            raise throttling(
-                f"Endpoint {deployment.name} is at its limit of "
-                f"{deployment.admission_limit} concurrent invocations."
-            )
-        if grant is Refusal.REGION:
-            raise throttling(
-                f"The account is at its total serverless concurrency of "
-                f"{self._region_concurrency} in {deployment.scope.region}."
-            )
+
+    async def _admit_and_run(
+        self,
+        deployment: Deployment,
+        invocation: Invocation,
+        ctx: InvocationContext,
+        span: Span,
+        started: float,
+    ) -> web.Response:
+        instruments = self._telemetry.instruments
+        labels = {
+            "faas.name": deployment.name,
+            "cloud.account.id": deployment.scope.account_id,
+            "cloud.region": deployment.scope.region,
+        }
+        grant = self._admit(deployment, labels)
         self._deployments.count_invocation(deployment)
+        instruments.concurrency.add(1, labels)
+        pool_started_ns = time.time_ns()
         try:
             pool = self._pools.pool(deployment.pool_key, deployment.spec, deployment.limits)
             result = await pool.invoke(invocation)
+        except WorkerError as error:
+            if isinstance(error, WorkerTimeout):
+                instruments.timeouts.add(1, labels)
+            instruments.errors.add(1, {**labels, "error.type": type(error).__name__})
+            raise
         finally:
             self._admission.release(grant, now=self._clock.monotonic())
+            instruments.concurrency.add(-1, labels)
+        span.set_attribute("faas.coldstart", result.cold_start)
+        self._record(deployment, invocation, result, labels, started, pool_started_ns)
         if not 200 <= result.status < 300:
+            instruments.errors.add(1, {**labels, "error.type": "ModelError"})
             raise model_error(
                 original_status=result.status,
                 original_message=result.body.decode("utf-8", "replace"),
@@ -200,3 +274,45 @@ class Runtime:
         # did not ask for.
         response.headers["Content-Type"] = result.content_type or "application/octet-stream"
         return response
+
+    def _record(
+        self,
+        deployment: Deployment,
+        invocation: Invocation,
+        result: InvocationResult,
+        labels: dict[str, str],
+        started: float,
+        pool_started_ns: int,
+    ) -> None:
+        """Metrics of one answered invocation, and (when tracing) its cold-start and
+        model-call spans, placed in time from what the pool measured."""
+        init_s = (result.init_ms or 0.0) / 1000.0 if result.cold_start else None
+        self._telemetry.instruments.record(
+            Invoked(
+                attributes=labels,
+                memory_mb=deployment.variant.memory_mb,
+                total_s=time.perf_counter() - started,
+                model_s=result.model_ms / 1000.0,
+                init_s=init_s,
+                tier=result.tier,
+                bytes_in=len(invocation.body),
+                bytes_out=len(result.body),
+            )
+        )
+        if not self._telemetry.tracing:
+            return
+        tracer = self._telemetry.tracer
+        if init_s is not None:
+            cold = tracer.start_span(
+                "cold start",
+                start_time=pool_started_ns,
+                attributes={"coldbrew.tier": result.tier or "unknown", "faas.coldstart": True},
+            )
+            cold.end(end_time=pool_started_ns + int(init_s * 1e9))
+        ended_ns = time.time_ns()
+        call = tracer.start_span(
+            "model call",
+            start_time=ended_ns - int(result.model_ms * 1e6),
+            attributes={"http.response.status_code": result.status},
+        )
+        call.end(end_time=ended_ns)

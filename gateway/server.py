@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 
@@ -20,6 +21,8 @@ from gateway.bootstrap import deploy_declared, deploy_demo
 from gateway.clock import Clock
 from gateway.registry import Registry
 from gateway.settings import Settings, check_bind_safety
+from gateway.telemetry.prometheus import PrometheusReader
+from gateway.telemetry.setup import build_providers
 
 LOG = logging.getLogger("coldbrew")
 
@@ -59,8 +62,23 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
             model_dir = await asyncio.to_thread(ensure_demo_model, state_dir)
             deploy_demo(registry, settings, model_dir, now=clock.wall())
         placer = build_placer(settings, LOG)
-        app = build_app(settings, registry=registry, clock=clock, log=LOG, placer=placer)
-        await run_app(app, settings)
+        page = PrometheusReader()
+        providers = build_providers(os.environ, [page.reader], LOG)
+        try:
+            app = build_app(
+                settings,
+                registry=registry,
+                clock=clock,
+                log=LOG,
+                placer=placer,
+                meter_provider=providers.meter_provider,
+                tracer_provider=providers.tracer_provider if providers.tracing else None,
+                metrics_page=page,
+            )
+            await run_app(app, settings)
+        finally:
+            # Flushes what is still to export; bounded by the exporters' own timeouts.
+            await asyncio.to_thread(providers.shutdown)
     finally:
         registry.close()
 

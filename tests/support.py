@@ -139,6 +139,7 @@ class Gateway:
     state_dir: Path
     workers_seen: set[int] = field(default_factory=set)
     children_seen: set[int] = field(default_factory=set)
+    clients: list[Any] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -164,8 +165,11 @@ class Gateway:
         return [pid for pid in pids if process_name(pid) == name]
 
     def runtime(self, **options: Any) -> Any:
-        """A real boto3 sagemaker-runtime client, retries off so each call is one request."""
-        return runtime_client(self.url, **options)
+        """A real boto3 sagemaker-runtime client, retries off so each call is one request.
+        Closed when the gateway stops, so no connection is left to the collector."""
+        client = runtime_client(self.url, **options)
+        self.clients.append(client)
+        return client
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the gateway and wait for it to exit; return its exit status."""
@@ -188,7 +192,9 @@ def runtime_client(
         region_name=region,
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=read_timeout),
+        config=Config(
+            retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=read_timeout
+        ),
     )
 
 
@@ -234,6 +240,8 @@ def running_gateway(
         gateway = Gateway(proc, url, log_path, tmp_path / "state")
         yield gateway
     finally:
+        for client in gateway.clients if gateway is not None else []:
+            client.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:

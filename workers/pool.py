@@ -172,12 +172,14 @@ class EndpointPool:
         self._maybe_start_model_zygote()
         worker, cold = await self._acquire()
         watchdog = asyncio.create_task(self._watch(worker)) if self._placer is not None else None
+        called = self._now()
         try:
             result = await worker.call(
                 invocation,
                 timeout_s=self.limits.invocation_timeout_s,
                 max_response_bytes=self.limits.max_response_bytes,
             )
+            result = replace(result, model_ms=(self._now() - called) * 1000.0)
         except WorkerBroken as error:
             raise await self._explain(worker, error) from error
         finally:

@@ -79,3 +79,5 @@ class InvocationResult:
     # "spawn") and how long until the worker was READY, in ms.
     tier: str | None = None
     init_ms: float | None = None
+    # How long the model took to answer (the worker call), in ms.
+    model_ms: float = 0.0

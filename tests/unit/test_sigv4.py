@@ -617,7 +617,7 @@ async def test_boto3_clients_verify_end_to_end(auth_server: tuple[str, Recorder]
             "aws_access_key_id": BOB.access_key_id,
             "aws_secret_access_key": BOB.secret_access_key,
             "aws_session_token": "SESSION",
-            "config": botocore.config.Config(retries={"max_attempts": 1}),
+            "config": botocore.config.Config(retries={"total_max_attempts": 1}),
         }
         boto3.client("sagemaker", **common).list_endpoints()
         response = boto3.client("sagemaker-runtime", **common).invoke_endpoint(

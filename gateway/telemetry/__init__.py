@@ -1,0 +1,1 @@
+"""Traces and metrics of the gateway, in the OpenTelemetry FaaS conventions."""

@@ -1,0 +1,87 @@
+"""Tracer and meter providers for a running gateway, configured only by the standard
+``OTEL_*`` environment variables (endpoint, protocol, headers, service name, resource
+attributes, batch and export intervals, all read by the OpenTelemetry SDK itself).
+
+With no OTLP endpoint set nothing is exported and nothing slows down: spans are not
+even recorded, and metrics feed only the Prometheus page. Export runs on the SDK's own
+threads, so a slow or absent collector loses telemetry, never invocations.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from gateway.telemetry import catalog
+
+SERVICE_NAME = "coldbrew-gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class Providers:
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    tracing: bool  # spans are exported somewhere; otherwise the gateway does not make them
+
+    def shutdown(self) -> None:
+        """Flush and stop exporting (at gateway shutdown)."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def histogram_views() -> list[View]:
+    """Bucket boundaries from the catalogue (ML cold starts need minutes, not 10 s)."""
+    return [
+        View(
+            instrument_name=spec.name,
+            aggregation=ExplicitBucketHistogramAggregation(list(spec.buckets)),
+        )
+        for spec in catalog.CATALOG
+        if spec.kind == "histogram" and spec.buckets
+    ]
+
+
+def wants_otlp(environ: Mapping[str, str], signal: str) -> bool:
+    """True when the environment names an OTLP endpoint for ``signal`` (traces or
+    metrics) and does not turn its exporter off."""
+    if environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp") == "none":
+        return False
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    )
+
+
+def build_providers(
+    environ: Mapping[str, str], readers: list[MetricReader], log: logging.Logger
+) -> Providers:
+    """Providers with the given pull readers (the Prometheus page) plus OTLP export when
+    the environment asks for it. Resource attributes come from OTEL_SERVICE_NAME and
+    OTEL_RESOURCE_ATTRIBUTES (the SDK reads them); the default service name is
+    coldbrew-gateway."""
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
+    tracer_provider = TracerProvider(resource=resource)
+    metric_readers = list(readers)
+    tracing = wants_otlp(environ, "traces")
+    if tracing:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        log.info("exporting traces over OTLP")
+    if wants_otlp(environ, "metrics"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        metric_readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        log.info("exporting metrics over OTLP")
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=metric_readers, views=histogram_views()
+    )
+    return Providers(tracer_provider, meter_provider, tracing)

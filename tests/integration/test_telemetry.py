@@ -1,0 +1,188 @@
+"""Telemetry of a real gateway: the Prometheus page after a known sequence of calls, and
+spans exported over OTLP/HTTP to a real receiver on loopback."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.support import Gateway, clean_env, running_gateway, toml_config, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(gw: Gateway) -> list[tuple[str, dict[str, str], float]]:
+    """The gateway's /metrics page as (name, labels, value) samples."""
+    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        labels = dict(LABEL.findall(match.group(3) or ""))
+        samples.append((match.group(1), labels, float(match.group(4))))
+    return samples
+
+
+def value(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels``."""
+    return sum(
+        v
+        for n, have, v in samples
+        if n == name and all(have.get(key) == want for key, want in labels.items())
+    )
+
+
+def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
+    """After 1 cold and 3 warm invocations, one of them a model error, and 1 throttled
+    call, /metrics shows exactly those counts."""
+    config = toml_config(tmp_path / "state", endpoints={"behave": {"max_concurrency": 1}})
+    with running_gateway(tmp_path, config) as gw:
+        rt = gw.runtime()
+        rt.invoke_endpoint(EndpointName="behave", Body=b"pid")
+        rt.invoke_endpoint(EndpointName="behave", Body=b"pid")
+        with pytest.raises(ClientError):
+            rt.invoke_endpoint(EndpointName="behave", Body=b"raise")
+        slow = gw.runtime()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(
+                lambda: slow.invoke_endpoint(EndpointName="behave", Body=b"sleep:1")["Body"].read()
+            )
+            wait_until(
+                lambda: value(scrape(gw), "coldbrew_concurrency", faas_name="behave") == 1,
+                timeout=30,
+                what="the slow call to be in flight",
+            )
+            with pytest.raises(ClientError) as caught:
+                rt.invoke_endpoint(EndpointName="behave", Body=b"x")
+            assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+            busy.result(timeout=30)
+        samples = scrape(gw)
+    endpoint = {"faas_name": "behave", "cloud_region": "us-east-1"}
+    assert value(samples, "faas_invocations_total", **endpoint) == 4
+    assert value(samples, "faas_coldstarts_total", **endpoint) == 1
+    assert value(samples, "faas_coldstarts_total", coldbrew_tier="runtime-zygote") == 1
+    assert value(samples, "faas_init_duration_seconds_count", **endpoint) == 1
+    assert value(samples, "faas_errors_total", error_type="ModelError", **endpoint) == 1
+    assert value(samples, "coldbrew_throttles_total", quota="endpoint", **endpoint) == 1
+    assert value(samples, "faas_invoke_duration_seconds_count", **endpoint) == 4
+    assert value(samples, "coldbrew_concurrency", **endpoint) == 0
+    assert value(samples, "coldbrew_concurrency_limit", scope="endpoint", **endpoint) == 1
+    assert value(samples, "coldbrew_request_bytes_total", **endpoint) == len(b"pidpidraisesleep:1")
+    assert value(samples, "coldbrew_billed_duration_milliseconds_total", **endpoint) >= 1000
+    assert value(samples, "coldbrew_zygotes", kind="runtime") == 1
+
+
+class Receiver:
+    """A real OTLP/HTTP receiver on 127.0.0.1 that decodes the spans it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/traces":
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    with receiver.lock:
+                        for resource in request.resource_spans:
+                            for scope in resource.scope_spans:
+                                receiver.spans.extend(scope.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # Closing waits for the handler threads, so each closes its connection first
+        # (the gateway, their only client, has exited by then).
+        self.server.daemon_threads = False
+        self.server.block_on_close = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def server_spans(self) -> list[Any]:
+        with self.lock:
+            return [span for span in self.spans if span.kind == 2]  # SPAN_KIND_SERVER
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    receiver.thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def attributes(span: Any) -> dict[str, Any]:
+    found = {}
+    for attribute in span.attributes:
+        kind = attribute.value.WhichOneof("value")
+        found[attribute.key] = getattr(attribute.value, kind)
+    return found
+
+
+def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Receiver) -> None:
+    """Two calls to a zero-scaled endpoint, exported over OTLP/HTTP: two SERVER spans
+    named after the endpoint, faas.coldstart true then false, the first with a cold-start
+    child span naming its tier; a caller's traceparent is continued."""
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+        OTEL_METRICS_EXPORTER="none",
+    )
+    config = toml_config(tmp_path / "state", endpoints={"behave": {}})
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    def with_traceparent(request: Any, **_: Any) -> None:
+        request.headers["traceparent"] = f"00-{trace_id}-00f067aa0ba902b7-01"
+
+    with running_gateway(tmp_path, config, env=env) as gw:
+        rt = gw.runtime()
+        rt.meta.events.register("before-sign.sagemaker-runtime.InvokeEndpoint", with_traceparent)
+        rt.invoke_endpoint(EndpointName="behave", Body=b"pid")
+        rt.invoke_endpoint(EndpointName="behave", Body=b"pid")
+        servers = wait_until(
+            lambda: len(receiver.server_spans()) >= 2 and receiver.server_spans(),
+            timeout=30,
+            what="two server spans at the receiver",
+        )
+    first, second = sorted(servers, key=lambda span: span.start_time_unix_nano)
+    assert first.name == second.name == "behave"
+    assert attributes(first)["faas.coldstart"] is True
+    assert attributes(second)["faas.coldstart"] is False
+    assert attributes(first)["faas.trigger"] == "http"
+    assert attributes(first)["cloud.account.id"] == "000000000000"
+    assert attributes(first)["faas.max_memory"] == 1024 * 1024 * 1024
+    assert first.trace_id.hex() == trace_id
+    children = [span for span in receiver.spans if span.parent_span_id == first.span_id]
+    names = {span.name for span in children}
+    assert {"admission", "cold start", "model call"} <= names
+    (cold,) = [span for span in children if span.name == "cold start"]
+    assert attributes(cold)["coldbrew.tier"] == "runtime-zygote"
