@@ -54,6 +54,7 @@ TABLE_COLUMNS: Final = (
     "PROVISIONED",
     "WARM",
     "INVOCATIONS",
+    "GB_S",
     "CPU",
 )
 
@@ -400,6 +401,7 @@ def _row(description: Description) -> tuple[str, ...]:
         _text(serverless.get("ProvisionedConcurrency")),
         _text(live.get("WarmWorkers")),
         _text(live.get("Invocations")),
+        _text(live.get("GBSeconds")),
         _limits(live.get("ResourceLimits") or {}),
     )
 

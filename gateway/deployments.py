@@ -168,6 +168,7 @@ class Deployments:
         self._by_key: dict[EndpointKey, Deployment] = {}
         self._generations = itertools.count(1)
         self._invocations: dict[EndpointKey, int] = {}
+        self._usage_gb_s: dict[EndpointKey, float] = {}
         self._reserved: dict[tuple[str, str], int] = {}
 
     def reserved(self, account_id: str, region: str) -> int:
@@ -182,6 +183,15 @@ class Deployments:
         """Count one admitted invocation of the endpoint (since the gateway started)."""
         key = deployment.key
         self._invocations[key] = self._invocations.get(key, 0) + 1
+
+    def count_usage(self, deployment: Deployment, billed_ms: int) -> None:
+        """Add one invocation's billed model time, as GB-seconds of the endpoint."""
+        key = deployment.key
+        gb_s = billed_ms / 1000.0 * deployment.variant.memory_mb / 1024.0
+        self._usage_gb_s[key] = self._usage_gb_s.get(key, 0.0) + gb_s
+
+    def usage_gb_s(self, scope: Scope, name: str) -> float:
+        return self._usage_gb_s.get(endpoint_key(scope, name), 0.0)
 
     def invocations(self, scope: Scope, name: str) -> int:
         return self._invocations.get(endpoint_key(scope, name), 0)
@@ -201,6 +211,7 @@ class Deployments:
     def remove(self, scope: Scope, name: str) -> Deployment | None:
         """Stop serving the endpoint; return its deployment, if it had one."""
         self._invocations.pop(endpoint_key(scope, name), None)
+        self._usage_gb_s.pop(endpoint_key(scope, name), None)
         removed = self._by_key.pop(endpoint_key(scope, name), None)
         if removed is not None:
             self._reserve(removed, -1)

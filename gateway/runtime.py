@@ -7,6 +7,7 @@ Failures are raised; the router maps them to the wire.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import time
@@ -287,6 +288,8 @@ class Runtime:
         """Metrics of one answered invocation, and (when tracing) its cold-start and
         model-call spans, placed in time from what the pool measured."""
         init_s = (result.init_ms or 0.0) / 1000.0 if result.cold_start else None
+        # SageMaker bills model time rounded up to the millisecond.
+        self._deployments.count_usage(deployment, math.ceil(result.model_ms))
         self._telemetry.instruments.record(
             Invoked(
                 attributes=labels,
@@ -297,6 +300,8 @@ class Runtime:
                 tier=result.tier,
                 bytes_in=len(invocation.body),
                 bytes_out=len(result.body),
+                cpu_s=result.cpu_s,
+                max_rss_bytes=result.max_rss_bytes,
             )
         )
         if not self._telemetry.tracing:

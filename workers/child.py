@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import socket
 import sys
@@ -90,6 +91,7 @@ def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_byte
         header, body = frame
         if header["t"] != "invoke":
             raise ProtocolError(f"unexpected message {header['t']!r}")
+        before = resource.getrusage(resource.RUSAGE_SELF)
         try:
             response = handler.invoke(
                 body,
@@ -120,6 +122,10 @@ def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_byte
                     "custom_attributes": response.custom_attributes,
                 }
                 reply = result, response.body
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        reply[0]["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        # ru_maxrss is in KiB on Linux: the worker's peak resident memory so far.
+        reply[0]["max_rss"] = after.ru_maxrss * 1024
         send_frame(sock, *reply)
 
 

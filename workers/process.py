@@ -250,11 +250,14 @@ class WorkerProcess:
         if reply["t"] != "result" or not isinstance(reply.get("status"), int):
             self.kill()
             raise WorkerBroken(f"worker sent {reply['t']!r} instead of a result")
+        cpu_s, max_rss = reply.get("cpu_s"), reply.get("max_rss")
         return InvocationResult(
             status=reply["status"],
             body=body,
             content_type=reply.get("content_type"),
             custom_attributes=reply.get("custom_attributes"),
+            cpu_s=float(cpu_s) if isinstance(cpu_s, int | float) else None,
+            max_rss_bytes=int(max_rss) if isinstance(max_rss, int) else None,
         )
 
     async def _returncode_soon(self) -> int | None:

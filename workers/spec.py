@@ -81,3 +81,6 @@ class InvocationResult:
     init_ms: float | None = None
     # How long the model took to answer (the worker call), in ms.
     model_ms: float = 0.0
+    # CPU seconds the worker spent on this invocation, and its peak resident memory.
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None

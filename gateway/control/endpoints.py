@@ -162,6 +162,7 @@ def _gateway_view(services: Services, record: EndpointRecord) -> Output:
         "ColdStartsByTier": dict(stats.cold_starts_by_tier) if stats else {},
         "ModelZygote": stats.model_zygote if stats else "none",
         "Invocations": services.deployments.invocations(record.scope, record.name),
+        "GBSeconds": round(services.deployments.usage_gb_s(record.scope, record.name), 6),
         "ResourceLimits": {"Mode": services.pools.placement_mode},
     }
     if deployment is not None:

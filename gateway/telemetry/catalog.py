@@ -64,6 +64,20 @@ OVERHEAD: Final = MetricSpec(
     "ModelSetupTime): what the gateway itself adds.",
     OVERHEAD_BUCKETS,
 )
+CPU_USAGE: Final = MetricSpec(
+    "faas.cpu_usage",
+    "histogram",
+    "s",
+    "CPU time the worker spent on one invocation.",
+    DURATION_BUCKETS,
+)
+MEM_USAGE: Final = MetricSpec(
+    "faas.mem_usage",
+    "histogram",
+    "By",
+    "Peak resident memory of the worker that served an invocation.",
+    tuple(float(mib * 1024 * 1024) for mib in (16, 64, 128, 256, 512, 1024, 2048, 4096, 6144)),
+)
 THROTTLES: Final = MetricSpec(
     "coldbrew.throttles", "counter", "{invocation}", "Invocations throttled, by quota."
 )
@@ -112,6 +126,8 @@ CATALOG: Final = (
     INIT_DURATION,
     INVOKE_DURATION,
     OVERHEAD,
+    CPU_USAGE,
+    MEM_USAGE,
     THROTTLES,
     CONCURRENCY,
     CONCURRENCY_LIMIT,

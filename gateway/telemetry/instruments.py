@@ -32,6 +32,8 @@ class Invoked:
     tier: str | None
     bytes_in: int
     bytes_out: int
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None
 
 
 class Instruments:
@@ -39,67 +41,21 @@ class Instruments:
     the live state through the ``gauges`` sources (by catalogue name)."""
 
     def __init__(self, meter: Meter, gauges: dict[str, GaugeSource]) -> None:
-        self.invocations = meter.create_counter(
-            catalog.INVOCATIONS.name,
-            unit=catalog.INVOCATIONS.unit,
-            description=catalog.INVOCATIONS.description,
-        )
-        self.errors = meter.create_counter(
-            catalog.ERRORS.name, unit=catalog.ERRORS.unit, description=catalog.ERRORS.description
-        )
-        self.timeouts = meter.create_counter(
-            catalog.TIMEOUTS.name,
-            unit=catalog.TIMEOUTS.unit,
-            description=catalog.TIMEOUTS.description,
-        )
-        self.coldstarts = meter.create_counter(
-            catalog.COLDSTARTS.name,
-            unit=catalog.COLDSTARTS.unit,
-            description=catalog.COLDSTARTS.description,
-        )
-        self.init_duration = meter.create_histogram(
-            catalog.INIT_DURATION.name,
-            unit=catalog.INIT_DURATION.unit,
-            description=catalog.INIT_DURATION.description,
-        )
-        self.invoke_duration = meter.create_histogram(
-            catalog.INVOKE_DURATION.name,
-            unit=catalog.INVOKE_DURATION.unit,
-            description=catalog.INVOKE_DURATION.description,
-        )
-        self.overhead = meter.create_histogram(
-            catalog.OVERHEAD.name,
-            unit=catalog.OVERHEAD.unit,
-            description=catalog.OVERHEAD.description,
-        )
-        self.throttles = meter.create_counter(
-            catalog.THROTTLES.name,
-            unit=catalog.THROTTLES.unit,
-            description=catalog.THROTTLES.description,
-        )
-        self.concurrency = meter.create_up_down_counter(
-            catalog.CONCURRENCY.name,
-            unit=catalog.CONCURRENCY.unit,
-            description=catalog.CONCURRENCY.description,
-        )
-        self.billed = meter.create_counter(
-            catalog.BILLED_DURATION.name,
-            unit=catalog.BILLED_DURATION.unit,
-            description=catalog.BILLED_DURATION.description,
-        )
-        self.usage = meter.create_counter(
-            catalog.USAGE.name, unit=catalog.USAGE.unit, description=catalog.USAGE.description
-        )
-        self.bytes_in = meter.create_counter(
-            catalog.BYTES_IN.name,
-            unit=catalog.BYTES_IN.unit,
-            description=catalog.BYTES_IN.description,
-        )
-        self.bytes_out = meter.create_counter(
-            catalog.BYTES_OUT.name,
-            unit=catalog.BYTES_OUT.unit,
-            description=catalog.BYTES_OUT.description,
-        )
+        self.invocations = _counter(meter, catalog.INVOCATIONS)
+        self.errors = _counter(meter, catalog.ERRORS)
+        self.timeouts = _counter(meter, catalog.TIMEOUTS)
+        self.coldstarts = _counter(meter, catalog.COLDSTARTS)
+        self.init_duration = _histogram(meter, catalog.INIT_DURATION)
+        self.invoke_duration = _histogram(meter, catalog.INVOKE_DURATION)
+        self.overhead = _histogram(meter, catalog.OVERHEAD)
+        self.cpu_usage = _histogram(meter, catalog.CPU_USAGE)
+        self.mem_usage = _histogram(meter, catalog.MEM_USAGE)
+        self.throttles = _counter(meter, catalog.THROTTLES)
+        self.concurrency = _updown(meter, catalog.CONCURRENCY)
+        self.billed = _counter(meter, catalog.BILLED_DURATION)
+        self.usage = _counter(meter, catalog.USAGE)
+        self.bytes_in = _counter(meter, catalog.BYTES_IN)
+        self.bytes_out = _counter(meter, catalog.BYTES_OUT)
         for spec in (catalog.WORKERS, catalog.ZYGOTES, catalog.CONCURRENCY_LIMIT):
             source = gauges.get(spec.name)
             if source is not None:
@@ -127,6 +83,10 @@ class Instruments:
         self.usage.add(billed_ms / 1000.0 * invoked.memory_mb / 1024.0, attributes)
         self.bytes_in.add(invoked.bytes_in, attributes)
         self.bytes_out.add(invoked.bytes_out, attributes)
+        if invoked.cpu_s is not None:
+            self.cpu_usage.record(invoked.cpu_s, attributes)
+        if invoked.max_rss_bytes is not None:
+            self.mem_usage.record(invoked.max_rss_bytes, attributes)
 
 
 def _counter(meter: Meter, spec: catalog.MetricSpec) -> Counter:

@@ -146,16 +146,19 @@ def test_endpoints_shows_a_row_per_endpoint(gateway: Gateway) -> None:
         "PROVISIONED",
         "WARM",
         "INVOCATIONS",
+        "GB_S",
         "CPU",
     ]
     row = next(line.split() for line in lines[1:] if line.split()[0] == "cli-list")
     assert row[:5] == ["cli-list", "InService", "1024", "4", "1"]
-    warm, invocations = row[5], row[6]
+    warm, invocations, gb_s = row[5], row[6], row[7]
     assert int(warm) >= 1, "the provisioned worker is warm"
     assert int(invocations) == 1
+    # One echo call of at least a millisecond, billed at 1 GB: at least 0.001 GB-s.
+    assert float(gb_s) >= 0.001
     # CPU in proportion to memory: 1024 / 1769 vCPUs, and how it is enforced.
-    assert row[7:9] == ["0.579", "vCPU"]
-    assert row[9].startswith("(")
+    assert row[8:10] == ["0.579", "vCPU"]
+    assert row[10].startswith("(")
     # Aligned: every row's STATUS column starts where the header's does.
     column = lines[0].index("STATUS")
     assert all(line[column - 2 : column] == "  " for line in lines[1:])

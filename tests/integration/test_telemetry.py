@@ -186,3 +186,15 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     assert {"admission", "cold start", "model call"} <= names
     (cold,) = [span for span in children if span.name == "cold start"]
     assert attributes(cold)["coldbrew.tier"] == "runtime-zygote"
+
+
+def test_cpu_and_memory_per_invocation(tmp_path: Path) -> None:
+    """Each invocation records the CPU time its worker spent and the worker's peak
+    memory: a call that allocates 200 MB shows up in faas_mem_usage."""
+    config = toml_config(tmp_path / "state", endpoints={"behave": {}})
+    with running_gateway(tmp_path, config) as gw:
+        gw.runtime().invoke_endpoint(EndpointName="behave", Body=b"alloc:200")["Body"].read()
+        samples = scrape(gw)
+    assert value(samples, "faas_cpu_usage_seconds_count", faas_name="behave") == 1
+    assert value(samples, "faas_cpu_usage_seconds_sum", faas_name="behave") > 0
+    assert value(samples, "faas_mem_usage_bytes_sum", faas_name="behave") > 200 * 1024 * 1024
