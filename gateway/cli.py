@@ -110,11 +110,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.server import configure_logging, run
+    from gateway.logs import configure_logging
+    from gateway.server import run
 
     try:
         settings = settings_from_args(args)
-        configure_logging(settings.server.log_level)
+        configure_logging(settings.server.log_level, settings.server.log_format)
         return run(settings, demo=args.demo)
     except SettingsError as error:
         print(f"coldbrew: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ Failures are raised; the router maps them to the wire.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sys
@@ -37,6 +38,8 @@ CONTENT_TYPE: Final = "Content-Type"
 ACCEPT: Final = "Accept"
 CUSTOM_ATTRIBUTES: Final = "X-Amzn-SageMaker-Custom-Attributes"
 COLD_START: Final = "X-Coldbrew-Cold-Start"
+# One debug line per invocation (structured fields in JSON log mode).
+INVOCATIONS_LOG: Final = logging.getLogger("coldbrew.invocations")
 _MEMBERS: Final = {
     CONTENT_TYPE: "contentType",
     ACCEPT: "accept",
@@ -288,6 +291,20 @@ class Runtime:
         """Metrics of one answered invocation, and (when tracing) its cold-start and
         model-call spans, placed in time from what the pool measured."""
         init_s = (result.init_ms or 0.0) / 1000.0 if result.cold_start else None
+        if INVOCATIONS_LOG.isEnabledFor(logging.DEBUG):
+            INVOCATIONS_LOG.debug(
+                "invocation of %s: %d",
+                deployment.name,
+                result.status,
+                extra={
+                    "endpoint": deployment.name,
+                    "request_id": invocation.request_id,
+                    "status": result.status,
+                    "cold_start": result.cold_start,
+                    "tier": result.tier,
+                    "model_ms": round(result.model_ms, 3),
+                },
+            )
         # SageMaker bills model time rounded up to the millisecond.
         self._deployments.count_usage(deployment, math.ceil(result.model_ms))
         self._telemetry.instruments.record(

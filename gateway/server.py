@@ -27,13 +27,6 @@ from gateway.telemetry.setup import build_providers
 LOG = logging.getLogger("coldbrew")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def run(settings: Settings, *, demo: bool = False) -> int:
     """Serve until stopped. Returns the process exit code. Raises SettingsError when the
     settings are unsafe to serve with."""

@@ -324,6 +324,14 @@ class ServerSettings:
         _one_of("debug", "info", "warning", "error"),
     )
 
+    log_format: str = _setting(
+        "text",
+        "Log line format: text for people, or json (one object per line with time, level, "
+        "logger, message, trace_id and span_id, and fields such as endpoint and worker) for "
+        "log pipelines.",
+        _one_of("text", "json"),
+    )
+
     def __post_init__(self) -> None:
         _validate(self)
 

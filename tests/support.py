@@ -25,7 +25,7 @@ from workers.kernel import MODEL_ZYGOTE_NAME, RUNTIME_ZYGOTE_NAME, WORKER_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
-READY_LINE = re.compile(r"accepting invocations on (http://\S+)")
+READY_LINE = re.compile(r"accepting invocations on (http://[A-Za-z0-9.:\[\]-]+)")
 
 T = TypeVar("T")
 

@@ -5,14 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Final
 
 # A longer run of output without a newline is logged in pieces of this size.
 MAX_LOG_LINE: Final = 16 * 1024
 
 
-async def forward_output(stream: asyncio.StreamReader, log: logging.Logger, prefix: str) -> None:
-    """Log each line of ``stream`` as ``<prefix>: <line>`` until EOF."""
+async def forward_output(
+    stream: asyncio.StreamReader,
+    log: logging.Logger,
+    prefix: str,
+    fields: Callable[[], dict[str, object]] | None = None,
+) -> None:
+    """Log each line of ``stream`` as ``<prefix>: <line>`` until EOF; ``fields`` gives
+    the structured fields of each line (endpoint, worker, the request it served)."""
+
+    def emit(line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()
+        log.info("%s: %s", prefix, text, extra=fields() if fields else None)
+
     pending = b""
     while chunk := await stream.read(65536):
         pending += chunk
@@ -21,9 +33,9 @@ async def forward_output(stream: asyncio.StreamReader, log: logging.Logger, pref
             lines.append(pending)
             pending = b""
         for line in lines:
-            log.info("%s: %s", prefix, line.decode("utf-8", "replace").rstrip())
+            emit(line)
     if pending:
-        log.info("%s: %s", prefix, pending.decode("utf-8", "replace").rstrip())
+        emit(pending)
 
 
 async def pipe_reader(read_fd: int) -> asyncio.StreamReader:

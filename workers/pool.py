@@ -510,7 +510,16 @@ class EndpointPool:
         """Forward the worker's output to the log until it closes, then clean up after
         the process: this is the one place a worker's exit is observed."""
         prefix = f"{self.spec.label}: worker {worker.pid}"
-        await forward_output(worker.log_stream, self._log, prefix)
+        await forward_output(
+            worker.log_stream,
+            self._log,
+            prefix,
+            lambda: {
+                "endpoint": self.spec.label,
+                "worker": worker.pid,
+                "request_id": worker.current_request,
+            },
+        )
         returncode = await worker.wait_exited()
         if self._placer is not None:
             await self._release_placement(worker)

@@ -75,6 +75,8 @@ class WorkerProcess:
         self.init_ms: float | None = None
         self.imports: list[str] = []
         self.idle_since = 0.0
+        # The request the worker serves (or served last): what its output belongs to.
+        self.current_request: str | None = None
         # Set by the pool once the worker has exited and its placement was inspected.
         self.out_of_memory = False
         self.out_of_disk = False
@@ -220,6 +222,7 @@ class WorkerProcess:
         Raises WorkerTimeout, WorkerBroken or ResponseTooLarge; after any of them, or a
         cancellation, the worker has been killed, because its state is unknown.
         """
+        self.current_request = invocation.request_id
         header = {
             "t": "invoke",
             "id": invocation.request_id,

@@ -4,6 +4,7 @@ spans exported over OTLP/HTTP to a real receiver on loopback."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import threading
 import urllib.request
@@ -198,3 +199,52 @@ def test_cpu_and_memory_per_invocation(tmp_path: Path) -> None:
     assert value(samples, "faas_cpu_usage_seconds_count", faas_name="behave") == 1
     assert value(samples, "faas_cpu_usage_seconds_sum", faas_name="behave") > 0
     assert value(samples, "faas_mem_usage_bytes_sum", faas_name="behave") > 200 * 1024 * 1024
+
+
+def test_json_logs_carry_trace_ids_and_worker_output_its_request(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """With log_format = json every log line is a JSON object; the invocation's debug
+    line carries its trace and span ids, and what the model printed carries endpoint,
+    worker and the request id the caller got back."""
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY="50",
+        OTEL_METRICS_EXPORTER="none",
+    )
+    config = toml_config(
+        tmp_path / "state",
+        endpoints={"behave": {}},
+        server={"log_format": "json", "log_level": "debug"},
+    )
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+
+    def with_traceparent(request: Any, **_: Any) -> None:
+        request.headers["traceparent"] = f"00-{trace_id}-b7ad6b7169203331-01"
+
+    with running_gateway(tmp_path, config, env=env) as gw:
+        rt = gw.runtime()
+        rt.meta.events.register("before-sign.sagemaker-runtime.InvokeEndpoint", with_traceparent)
+        answer = rt.invoke_endpoint(EndpointName="behave", Body=b"print:json-marker")
+        answer["Body"].read()
+        request_id = answer["ResponseMetadata"]["RequestId"]
+
+        def entries() -> list[dict[str, Any]]:
+            return [json.loads(line) for line in gw.log().splitlines() if line.strip()]
+
+        printed = wait_until(
+            lambda: [e for e in entries() if e["message"].endswith("json-marker")],
+            timeout=15,
+            what="the model's output in the log",
+        )
+        invocation = wait_until(
+            lambda: [e for e in entries() if e["message"].startswith("invocation of behave")],
+            timeout=15,
+        )
+    assert printed[0]["endpoint"] == "000000000000/us-east-1/behave"
+    assert isinstance(printed[0]["worker"], int)
+    assert printed[0]["request_id"] == request_id
+    assert invocation[0]["trace_id"] == trace_id
+    assert len(invocation[0]["span_id"]) == 16
+    assert invocation[0]["request_id"] == request_id
+    assert invocation[0]["cold_start"] is True
