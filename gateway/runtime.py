@@ -17,6 +17,7 @@ from typing import Final
 from urllib.parse import unquote
 
 from aiohttp import web
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from gateway.admission import AdmissionStore, Grant, Refusal
@@ -330,6 +331,13 @@ class Runtime:
                 start_time=pool_started_ns,
                 attributes={"coldbrew.tier": result.tier or "unknown", "faas.coldstart": True},
             )
+            # Its phases, placed one after the other from what the worker measured.
+            phase_start = pool_started_ns
+            with trace.use_span(cold, end_on_exit=False):
+                for phase, ms in result.phases:
+                    phase_end = phase_start + int(ms * 1e6)
+                    tracer.start_span(phase, start_time=phase_start).end(end_time=phase_end)
+                    phase_start = phase_end
             cold.end(end_time=pool_started_ns + int(init_s * 1e9))
         ended_ns = time.time_ns()
         call = tracer.start_span(

@@ -66,6 +66,7 @@ def serve(
     """Load the model unless ``handler`` already holds it, handshake, and answer requests
     until EOF. Returns the exit code."""
     started = time.perf_counter()
+    loaded_here = handler is None
     if handler is None:
         handler = load_model(sock, model_dir)
         if handler is None:
@@ -75,6 +76,9 @@ def serve(
         "t": "ready",
         "pid": os.getpid(),
         "load_ms": load_ms,
+        # A worker forked with the model loaded imported and loaded nothing itself.
+        "import_ms": handler.import_ms if loaded_here else 0.0,
+        "model_fn_ms": handler.model_fn_ms if loaded_here else 0.0,
         "imports": sorted(handler.imported_modules),
     }
     send_frame(sock, ready)

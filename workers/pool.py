@@ -66,6 +66,21 @@ class ZygoteSource(Protocol):
         ...
 
 
+def cold_start_phases(worker: WorkerProcess) -> tuple[tuple[str, float], ...]:
+    """Where a worker's cold start went, in order: starting the process (a fork of a
+    zygote, or a fresh interpreter), importing the inference code, model_fn, and the rest
+    until READY."""
+    init_ms = worker.init_ms or 0.0
+    launch = "spawn" if worker.tier == "spawn" else "fork"
+    accounted = worker.launch_ms + worker.import_ms + worker.model_fn_ms
+    return (
+        (launch, worker.launch_ms),
+        ("imports", worker.import_ms),
+        ("model_fn", worker.model_fn_ms),
+        ("ready", max(0.0, init_ms - accounted)),
+    )
+
+
 class PoolClosed(WorkerError):
     """The pool is closing (endpoint removed or gateway stopping); it takes no new work."""
 
@@ -189,7 +204,13 @@ class EndpointPool:
                     await watchdog
             self._release(worker)
         if cold:
-            return replace(result, cold_start=True, tier=worker.tier, init_ms=worker.init_ms)
+            return replace(
+                result,
+                cold_start=True,
+                tier=worker.tier,
+                init_ms=worker.init_ms,
+                phases=cold_start_phases(worker),
+            )
         return result
 
     async def _watch(self, worker: WorkerProcess) -> None:
@@ -283,6 +304,7 @@ class EndpointPool:
         worker: WorkerProcess | None = None
         try:
             worker = await self._launch(private_dir)
+            worker.launch_ms = (self._now() - started) * 1000.0
             self._live.add(worker)
             self._all_exited.clear()
             if self._placer is not None:

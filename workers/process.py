@@ -73,6 +73,9 @@ class WorkerProcess:
         self.broken = False
         self.load_ms: float | None = None
         self.init_ms: float | None = None
+        self.launch_ms = 0.0
+        self.import_ms = 0.0
+        self.model_fn_ms = 0.0
         self.imports: list[str] = []
         self.idle_since = 0.0
         # The request the worker serves (or served last): what its output belongs to.
@@ -211,6 +214,8 @@ class WorkerProcess:
             self.kill()
             raise SetupFailed(f"worker sent {header['t']!r} instead of ready")
         self.load_ms = float(header.get("load_ms", 0.0))
+        self.import_ms = float(header.get("import_ms", 0.0))
+        self.model_fn_ms = float(header.get("model_fn_ms", 0.0))
         self.imports = [str(name) for name in header.get("imports") or []]
         return self.load_ms
 

@@ -81,6 +81,9 @@ class InvocationResult:
     init_ms: float | None = None
     # How long the model took to answer (the worker call), in ms.
     model_ms: float = 0.0
+    # For a cold start: (phase, ms) in order: "fork" or "spawn", "imports", "model_fn",
+    # "ready" (the rest, until the READY handshake arrived).
+    phases: tuple[tuple[str, float], ...] = ()
     # CPU seconds the worker spent on this invocation, and its peak resident memory.
     cpu_s: float | None = None
     max_rss_bytes: int | None = None

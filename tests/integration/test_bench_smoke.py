@@ -15,11 +15,20 @@ import pytest
 
 from tests.support import REPO, clean_env, is_running, wait_until
 
-# A quick run takes about 25 s; the margin is for a loaded machine.
+# A quick run takes about 30 s; the margin is for a loaded machine.
 RUN_TIMEOUT_S = 60
 COMPARISON_KEYS = {"coldbrew", "reference", "reference_name", "ratio", "unit"}
 # Every server the bench starts announces itself with one of these names.
-SERVERS = {"gateway", "bare echo", "gateway-short", "gateway-iris-a", "gateway-iris-b"}
+SERVERS = {
+    "gateway",
+    "bare echo",
+    "gateway-short",
+    "gateway-iris-a",
+    "gateway-iris-b",
+    "gateway-otel-off-1",
+    "gateway-otel-traced",
+    "gateway-otel-off-2",
+}
 TARGETS = {
     "cold_start_from_zero",
     "cold_start_model_zygote",
@@ -31,6 +40,7 @@ TARGETS = {
     "memory.warm_worker_uss",
     "cpu_share.together",
     "cpu_share.alone_1024",
+    "telemetry_cost",
 }
 
 
@@ -128,6 +138,8 @@ def check_figures(report: dict[str, Any]) -> None:
     for key in ("cpu_s", "wall_s", "ratio"):
         assert is_positive(cpu["alone_1024"][key]), key
 
+    check_telemetry_cost(report["telemetry_cost"])
+
     # Targets are judged, not required: the machine may be noisy.
     assert set(report["targets"]) == TARGETS
     assert all(isinstance(met, bool) for met in report["targets"].values())
@@ -137,6 +149,30 @@ def check_figures(report: dict[str, Any]) -> None:
             figure = figure[key]
         assert isinstance(figure["target"], str), name
         assert figure["met"] is report["targets"][name], name
+
+
+def check_telemetry_cost(cost: dict[str, Any]) -> None:
+    """Traced and untraced figures are numbers, each loss follows from them, and the
+    collector received spans."""
+    for key in ("throughput", "cold_start_p50_ms"):
+        figure = cost[key]
+        assert is_positive(figure["traced"]), key
+        assert is_positive(figure["off"]), key
+        assert len(figure["off_runs"]) == 2, key
+        assert all(map(is_positive, figure["off_runs"])), key
+        assert figure["off"] == pytest.approx(sum(figure["off_runs"]) / 2, abs=1e-2), key
+        assert is_number(figure["lost"]), key
+    throughput, cold = cost["throughput"], cost["cold_start_p50_ms"]
+    assert throughput["lost"] == pytest.approx(
+        1 - throughput["traced"] / throughput["off"], abs=1e-3
+    )
+    assert cold["lost"] == pytest.approx(cold["traced"] / cold["off"] - 1, abs=1e-3)
+    collector = cost["collector"]
+    spans = collector["by_path"]["/v1/traces"]
+    assert spans["requests"] > 0
+    assert spans["bytes"] > 0
+    assert collector["requests"] == sum(p["requests"] for p in collector["by_path"].values())
+    assert collector["bytes"] == sum(p["bytes"] for p in collector["by_path"].values())
 
 
 @pytest.mark.timeout(150)

@@ -187,6 +187,13 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     assert {"admission", "cold start", "model call"} <= names
     (cold,) = [span for span in children if span.name == "cold start"]
     assert attributes(cold)["coldbrew.tier"] == "runtime-zygote"
+    phases = sorted(
+        (span for span in receiver.spans if span.parent_span_id == cold.span_id),
+        key=lambda span: span.start_time_unix_nano,
+    )
+    assert [span.name for span in phases] == ["fork", "imports", "model_fn", "ready"]
+    assert phases[0].start_time_unix_nano == cold.start_time_unix_nano
+    assert phases[-1].end_time_unix_nano <= cold.end_time_unix_nano
 
 
 def test_cpu_and_memory_per_invocation(tmp_path: Path) -> None:
