@@ -139,7 +139,12 @@ class Runtime:
                 "faas.trigger": "http",
                 "faas.invocation_id": ctx.request_id,
                 "http.request.method": request.method,
+                "http.route": "/endpoints/{EndpointName}/invocations",
                 "url.path": request.path,
+                "url.scheme": request.scheme,
+                "server.address": request.host,
+                "network.protocol.version": f"{request.version.major}.{request.version.minor}",
+                "user_agent.original": request.headers.get("User-Agent", ""),
             },
         ) as span:
             return await self._invoke(request, raw_name, ctx, span, started)
@@ -254,6 +259,8 @@ class Runtime:
             self._admission.release(grant, now=self._clock.monotonic())
             instruments.concurrency.add(-1, labels)
         span.set_attribute("faas.coldstart", result.cold_start)
+        if 200 <= result.status < 300:
+            span.set_attribute("http.response.status_code", 200)
         self._record(deployment, invocation, result, labels, started, pool_started_ns)
         if not 200 <= result.status < 300:
             instruments.errors.add(1, {**labels, "error.type": "ModelError"})

@@ -14,11 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from gateway.telemetry import catalog
 
@@ -60,6 +64,42 @@ def wants_otlp(environ: Mapping[str, str], signal: str) -> bool:
     )
 
 
+def protocol(environ: Mapping[str, str], signal: str) -> str:
+    """OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else the
+    SDK's default http/protobuf."""
+    return (
+        environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+
+
+def otlp_span_exporter(protocol: str) -> SpanExporter:
+    """The OTLP span exporter for ``protocol`` (grpc needs coldbrew[otlp-grpc])."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def otlp_metric_exporter(protocol: str) -> MetricExporter:
+    """The OTLP metric exporter for ``protocol`` (grpc needs coldbrew[otlp-grpc])."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        return GrpcMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter()
+
+
 def build_providers(
     environ: Mapping[str, str], readers: list[MetricReader], log: logging.Logger
 ) -> Providers:
@@ -72,15 +112,13 @@ def build_providers(
     metric_readers = list(readers)
     tracing = wants_otlp(environ, "traces")
     if tracing:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        log.info("exporting traces over OTLP")
+        span_exporter = otlp_span_exporter(protocol(environ, "traces"))
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        log.info("exporting traces over OTLP (%s)", protocol(environ, "traces"))
     if wants_otlp(environ, "metrics"):
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        metric_readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        log.info("exporting metrics over OTLP")
+        metric_exporter = otlp_metric_exporter(protocol(environ, "metrics"))
+        metric_readers.append(PeriodicExportingMetricReader(metric_exporter))
+        log.info("exporting metrics over OTLP (%s)", protocol(environ, "metrics"))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=metric_readers, views=histogram_views()
     )

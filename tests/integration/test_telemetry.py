@@ -255,3 +255,44 @@ def test_json_logs_carry_trace_ids_and_worker_output_its_request(
     assert len(invocation[0]["span_id"]) == 16
     assert invocation[0]["request_id"] == request_id
     assert invocation[0]["cold_start"] is True
+
+
+def test_spans_over_otlp_grpc(tmp_path: Path) -> None:
+    """With OTEL_EXPORTER_OTLP_PROTOCOL=grpc the same spans reach a real OTLP/gRPC
+    receiver on loopback."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[Any] = []
+
+    class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    received.extend(scope.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        env = clean_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+            OTEL_BSP_SCHEDULE_DELAY="50",
+            OTEL_METRICS_EXPORTER="none",
+        )
+        config = toml_config(tmp_path / "state", endpoints={"echo": {}})
+        with running_gateway(tmp_path, config, env=env) as gw:
+            gw.runtime().invoke_endpoint(EndpointName="echo", Body=b"x")["Body"].read()
+            wait_until(
+                lambda: any(span.kind == 2 and span.name == "echo" for span in received),
+                timeout=30,
+                what="the server span at the gRPC receiver",
+            )
+    finally:
+        server.stop(grace=None)
