@@ -296,3 +296,30 @@ def test_spans_over_otlp_grpc(tmp_path: Path) -> None:
             )
     finally:
         server.stop(grace=None)
+
+
+@pytest.mark.parametrize("collector", ["down", "stuck"])
+def test_a_bad_collector_loses_telemetry_not_invocations(tmp_path: Path, collector: str) -> None:
+    """With the OTLP endpoint refusing connections, or accepting them and never
+    answering, every invocation is still served: export runs beside the request path."""
+    import socket as sockets
+
+    listener = sockets.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if collector == "down":
+        listener.close()  # nothing listens there any more: connections are refused
+    try:
+        env = clean_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_BSP_SCHEDULE_DELAY="50",
+            OTEL_EXPORTER_OTLP_TIMEOUT="2",
+            OTEL_METRIC_EXPORT_INTERVAL="200",
+        )
+        config = toml_config(tmp_path / "state", endpoints={"echo": {"max_concurrency": 4}})
+        with running_gateway(tmp_path, config, env=env) as gw:
+            rt = gw.runtime()
+            for index in range(40):
+                body = f"call-{index}".encode()
+                assert rt.invoke_endpoint(EndpointName="echo", Body=body)["Body"].read() == body
+    finally:
+        listener.close()
