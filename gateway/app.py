@@ -10,6 +10,7 @@ from typing import Final, Protocol
 
 from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import TracerProvider
 
 from gateway.admission import AdmissionStore, LocalAdmission
@@ -145,6 +146,7 @@ def build_app(
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     metrics_page: MetricsPage | None = None,
+    span_sink: Callable[[ReadableSpan], None] | None = None,
 ) -> web.Application:
     """The aiohttp application. The registry is the caller's (opened before, closed
     after); worker pools and endpoint transitions live exactly as long as the app runs,
@@ -184,6 +186,7 @@ def build_app(
         meter_provider=meter_provider or MeterProvider(),
         tracer_provider=tracer_provider,
         gauges=gauge_sources(pools, deployments, settings.quotas.region_concurrency),
+        span_sink=span_sink,
     )
     runtime = Runtime(
         deployments=deployments,

@@ -7,6 +7,7 @@ Failures are raised; the router maps them to the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -187,6 +188,9 @@ class Runtime:
         if deployment is None:
             raise validation_error(f"Endpoint {name} of account {principal.account_id} not found.")
         span.set_attribute("faas.max_memory", deployment.variant.memory_mb * 1024 * 1024)
+        traceparent = self._telemetry.traceparent(span)
+        if traceparent is not None:
+            invocation = dataclasses.replace(invocation, traceparent=traceparent)
         return await self._admit_and_run(deployment, invocation, ctx, span, started)
 
     def _admit(self, deployment: Deployment, labels: dict[str, str]) -> Grant:
@@ -331,6 +335,7 @@ class Runtime:
         )
         if not self._telemetry.tracing:
             return
+        self._telemetry.export_worker_spans(result.spans)
         tracer = self._telemetry.tracer
         if init_s is not None:
             cold = tracer.start_span(

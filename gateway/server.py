@@ -67,6 +67,7 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
                 meter_provider=providers.meter_provider,
                 tracer_provider=providers.tracer_provider if providers.tracing else None,
                 metrics_page=page,
+                span_sink=providers.span_processor.on_end if providers.span_processor else None,
             )
             await run_app(app, settings)
         finally:

@@ -25,7 +25,8 @@ from workers.kernel import WORKER_NAME, die_with_parent, set_process_name
 from workers.protocol import ProtocolError, recv_frame, send_frame
 
 if TYPE_CHECKING:
-    from workers.handler import ModelHandler
+    from workers.handler import ModelHandler, Response
+    from workers.tracing import WorkerTracing
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -86,8 +87,8 @@ def serve(
 
 
 def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_bytes: int) -> int:
-    from workers.handler import HandlerError
-
+    """Answer ``invoke`` frames one at a time until EOF; returns the exit code."""
+    tracing: WorkerTracing | None = None
     while True:
         frame = recv_frame(sock)
         if frame is None:
@@ -95,42 +96,67 @@ def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_byte
         header, body = frame
         if header["t"] != "invoke":
             raise ProtocolError(f"unexpected message {header['t']!r}")
+        traceparent = header.get("traceparent")
+        if traceparent and tracing is None:
+            from workers.tracing import WorkerTracing
+
+            tracing = WorkerTracing()
         before = resource.getrusage(resource.RUSAGE_SELF)
-        try:
-            response = handler.invoke(
-                body,
-                header.get("content_type"),
-                header.get("accept"),
-                header.get("custom_attributes"),
-                header.get("id"),
-            )
-        except HandlerError as exc:
-            reply = error_result(exc.status, exc.message)
-        except Exception as exc:
-            # As the inference toolkit does: the handler's exception is the model's 500.
-            # The traceback goes to the log, the message to the caller.
-            traceback.print_exc()
-            reply = error_result(500, f"{type(exc).__name__}: {exc}")
-        else:
-            if len(response.body) > max_response_bytes:
-                reply = error_result(
-                    500,
-                    f"response of {len(response.body)} bytes is over the "
-                    f"{max_response_bytes} byte payload limit",
-                )
-            else:
-                result = {
-                    "t": "result",
-                    "status": 200,
-                    "content_type": response.content_type,
-                    "custom_attributes": response.custom_attributes,
-                }
-                reply = result, response.body
+        reply, payload = answer(handler, header, body, max_response_bytes, tracing)
         after = resource.getrusage(resource.RUSAGE_SELF)
-        reply[0]["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        reply["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         # ru_maxrss is in KiB on Linux: the worker's peak resident memory so far.
-        reply[0]["max_rss"] = after.ru_maxrss * 1024
-        send_frame(sock, *reply)
+        reply["max_rss"] = after.ru_maxrss * 1024
+        if tracing is not None:
+            # Spans made before an error are kept with its answer.
+            spans = tracing.drain()
+            if spans:
+                reply["spans"] = spans
+        send_frame(sock, reply, payload)
+
+
+def answer(
+    handler: ModelHandler,
+    header: dict[str, Any],
+    body: bytes,
+    max_response_bytes: int,
+    tracing: WorkerTracing | None,
+) -> tuple[dict[str, Any], bytes]:
+    """The result frame for one invocation: the model's answer, or its error."""
+    from workers.handler import HandlerError
+
+    def call() -> Response:
+        return handler.invoke(
+            body,
+            header.get("content_type"),
+            header.get("accept"),
+            header.get("custom_attributes"),
+            header.get("id"),
+        )
+
+    traceparent = header.get("traceparent")
+    try:
+        response = tracing.run(traceparent, call) if tracing and traceparent else call()
+    except HandlerError as exc:
+        return error_result(exc.status, exc.message)
+    except Exception as exc:
+        # As the inference toolkit does: the handler's exception is the model's 500.
+        # The traceback goes to the log, the message to the caller.
+        traceback.print_exc()
+        return error_result(500, f"{type(exc).__name__}: {exc}")
+    if len(response.body) > max_response_bytes:
+        return error_result(
+            500,
+            f"response of {len(response.body)} bytes is over the "
+            f"{max_response_bytes} byte payload limit",
+        )
+    result = {
+        "t": "result",
+        "status": 200,
+        "content_type": response.content_type,
+        "custom_attributes": response.custom_attributes,
+    }
+    return result, response.body
 
 
 def run(sock: socket.socket, serve_fn: Any) -> int:

@@ -235,6 +235,8 @@ class WorkerProcess:
             "accept": invocation.accept,
             "custom_attributes": invocation.custom_attributes,
         }
+        if invocation.traceparent is not None:
+            header["traceparent"] = invocation.traceparent
         try:
             async with asyncio.timeout(timeout_s):
                 self._writer.write(encode_frame(header, invocation.body))
@@ -259,6 +261,7 @@ class WorkerProcess:
             self.kill()
             raise WorkerBroken(f"worker sent {reply['t']!r} instead of a result")
         cpu_s, max_rss = reply.get("cpu_s"), reply.get("max_rss")
+        spans = reply.get("spans")
         return InvocationResult(
             status=reply["status"],
             body=body,
@@ -266,6 +269,9 @@ class WorkerProcess:
             custom_attributes=reply.get("custom_attributes"),
             cpu_s=float(cpu_s) if isinstance(cpu_s, int | float) else None,
             max_rss_bytes=int(max_rss) if isinstance(max_rss, int) else None,
+            spans=tuple(span for span in spans if isinstance(span, dict))
+            if isinstance(spans, list)
+            else (),
         )
 
     async def _returncode_soon(self) -> int | None:

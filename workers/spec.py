@@ -63,6 +63,9 @@ class Invocation:
     content_type: str | None = None
     accept: str | None = None
     custom_attributes: str | None = None
+    # W3C traceparent of the invocation's span, when traced: spans the model makes in
+    # the worker join that trace.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +90,5 @@ class InvocationResult:
     # CPU seconds the worker spent on this invocation, and its peak resident memory.
     cpu_s: float | None = None
     max_rss_bytes: int | None = None
+    # Spans the model made in the worker (plain data, see workers.tracing).
+    spans: tuple[dict[str, object], ...] = ()

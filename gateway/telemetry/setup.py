@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from gateway.telemetry import catalog
@@ -34,6 +34,7 @@ class Providers:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     tracing: bool  # spans are exported somewhere; otherwise the gateway does not make them
+    span_processor: SpanProcessor | None = None  # where spans made elsewhere are handed
 
     def shutdown(self) -> None:
         """Flush and stop exporting (at gateway shutdown)."""
@@ -111,9 +112,10 @@ def build_providers(
     tracer_provider = TracerProvider(resource=resource)
     metric_readers = list(readers)
     tracing = wants_otlp(environ, "traces")
+    processor: SpanProcessor | None = None
     if tracing:
-        span_exporter = otlp_span_exporter(protocol(environ, "traces"))
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        processor = BatchSpanProcessor(otlp_span_exporter(protocol(environ, "traces")))
+        tracer_provider.add_span_processor(processor)
         log.info("exporting traces over OTLP (%s)", protocol(environ, "traces"))
     if wants_otlp(environ, "metrics"):
         metric_exporter = otlp_metric_exporter(protocol(environ, "metrics"))
@@ -122,4 +124,4 @@ def build_providers(
     meter_provider = MeterProvider(
         resource=resource, metric_readers=metric_readers, views=histogram_views()
     )
-    return Providers(tracer_provider, meter_provider, tracing)
+    return Providers(tracer_provider, meter_provider, tracing, processor)

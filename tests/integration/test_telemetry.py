@@ -323,3 +323,26 @@ def test_a_bad_collector_loses_telemetry_not_invocations(tmp_path: Path, collect
                 assert rt.invoke_endpoint(EndpointName="echo", Body=body)["Body"].read() == body
     finally:
         listener.close()
+
+
+def test_spans_the_model_makes_join_the_trace(tmp_path: Path, receiver: Receiver) -> None:
+    """A span the handler creates in its worker arrives at the collector in the same
+    trace, as a child of the invocation's server span."""
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY="50",
+        OTEL_METRICS_EXPORTER="none",
+    )
+    config = toml_config(tmp_path / "state", endpoints={"traced": {}})
+    with running_gateway(tmp_path, config, env=env) as gw:
+        gw.runtime().invoke_endpoint(EndpointName="traced", Body=b"12345")["Body"].read()
+        model_spans = wait_until(
+            lambda: [span for span in receiver.spans if span.name == "preprocess"],
+            timeout=30,
+            what="the model's own span at the receiver",
+        )
+    (server,) = [span for span in receiver.server_spans() if span.name == "traced"]
+    (model,) = model_spans
+    assert model.trace_id == server.trace_id
+    assert model.parent_span_id == server.span_id
+    assert attributes(model)["model.input_bytes"] == 5
