@@ -28,7 +28,7 @@ from gateway.sigv4 import Credential, Verifier
 from gateway.telemetry import catalog
 from gateway.telemetry.instruments import GaugeSource
 from gateway.telemetry.recorder import Telemetry
-from workers import Placer, PoolManager, detect_enforcer
+from workers import TRACING_MODULES, Placer, PoolManager, detect_enforcer
 
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -162,7 +162,8 @@ def build_app(
         log=logging.getLogger("coldbrew.workers"),
         now=clock.monotonic,
         zygotes=pool_settings.zygotes,
-        preload=pool_settings.preload,
+        # When traced, workers import the tracing SDK: have the zygote hold it already.
+        preload=(*pool_settings.preload, *(TRACING_MODULES if tracer_provider else ())),
         learned_path=state_dir / "learned-imports.json",
         placer=placer,
     )

@@ -15,7 +15,10 @@ and whether it was met:
 - ``burst``: 100 concurrent requests to a zero-scaled endpoint;
 - ``memory``: USS of the idle gateway, of warm workers and of the zygotes;
 - ``cpu_share``: CPU time of 1024 MB and 2048 MB workers spinning on one core together, and
-  of the 1024 MB worker alone.
+  of the 1024 MB worker alone;
+- ``telemetry_cost``: throughput at concurrency 16 and the cold-start p50 from zero of a
+  gateway exporting traces and metrics over OTLP/HTTP to a collector in this process,
+  against the same gateway with no ``OTEL_*`` variable at all.
 
 A missed target is reported, not fatal. Every answer must be right (200 with the expected
 body, cold starts naming their tier); a run with errors says so (``ok``) and exits 1.
@@ -40,6 +43,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from statistics import mean
 
 import uvloop
 from benchlib import (
@@ -49,6 +53,7 @@ from benchlib import (
     RUNTIME_READY,
     WORKER_LIMITS,
     ZYGOTE_DEADLINE_S,
+    Collector,
     Comparison,
     Endpoint,
     LoadGenerator,
@@ -57,6 +62,7 @@ from benchlib import (
     children,
     client,
     cmdline,
+    collecting,
     compare,
     first_invocations,
     gateway_argv,
@@ -92,6 +98,7 @@ JSON_OBJECT = re.compile(rb"\{.*\}")
 
 WARM, BEHAVE, SPIN = "bench-warm", "bench-behave", "bench-spin-{}"
 COLD, IRIS = "bench-cold-{:02d}", "bench-iris-{:02d}"
+TRACED_COLD = "bench-otel-cold-{:02d}"
 ZYGOTE, BURST = "bench-zygote", "bench-burst"
 SPIN_MEMORY = (1024, 2048)
 
@@ -115,6 +122,15 @@ TARGETS = {
     "cpu_share_alone": Target(low=0.45, high=0.70),
 }
 BURST_P99_MS = 1000.0
+# The share of throughput, and of cold-start p50, that exporting telemetry may cost.
+TELEMETRY_LOST_MAX = 0.10
+# Export often enough that the measured runs pay for it (SDK defaults: 5 s and 60 s).
+TRACED_ENV = {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+    "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+}
+EXPORTING_TRACES = re.compile(r"exporting traces over OTLP")
 # Where each judged figure sits in the report (dotted: nested).
 JUDGED = (
     "cold_start_from_zero",
@@ -127,6 +143,7 @@ JUDGED = (
     "memory.warm_worker_uss",
     "cpu_share.together",
     "cpu_share.alone_1024",
+    "telemetry_cost",
 )
 
 
@@ -175,6 +192,25 @@ def p50_ratio(figure: dict[str, object]) -> object:
     return p50.get("ratio") if isinstance(p50, dict) else None
 
 
+async def rate(gen: LoadGenerator, server: str, plan: Plan) -> float:
+    """Answers per second of the warm endpoint at ``plan.concurrency`` for
+    ``plan.throughput_s``."""
+
+    async def one_client(deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            done += await gen.invoke(server, WARM) is not None
+        return done
+
+    # Bursts of `concurrency` requests bring up as many workers before the clock starts.
+    for _ in range(3):
+        await asyncio.gather(*(gen.invoke(server, WARM) for _ in range(plan.concurrency)))
+    start = time.perf_counter()
+    deadline = start + plan.throughput_s
+    counts = await asyncio.gather(*(one_client(deadline) for _ in range(plan.concurrency)))
+    return sum(counts) / (time.perf_counter() - start)
+
+
 # ------------------------------------------------------- gateway 1: defaults
 
 
@@ -203,27 +239,10 @@ class MainBench:
     async def throughput(self) -> dict[str, object]:
         concurrency = self.plan.concurrency
         async with client(self.ours.url, self.errors, concurrency) as gen:
-            mine, theirs = [await self.rate(gen, s.url) for s in (self.ours, self.bare)]
+            mine, theirs = [await rate(gen, s.url, self.plan) for s in (self.ours, self.bare)]
         comparison = Comparison(mine, theirs, BARE_NAME, "requests/s")
         figure = judged("throughput_c16", comparison.as_json(), comparison.ratio, "ratio")
         return {f"throughput_c{concurrency}": figure}
-
-    async def rate(self, gen: LoadGenerator, server: str) -> float:
-        """Answers per second at ``plan.concurrency`` for ``plan.throughput_s``."""
-
-        async def one_client(deadline: float) -> int:
-            done = 0
-            while time.perf_counter() < deadline:
-                done += await gen.invoke(server, WARM) is not None
-            return done
-
-        # Bursts of `concurrency` requests bring up as many workers before the clock starts.
-        for _ in range(3):
-            await asyncio.gather(*(gen.invoke(server, WARM) for _ in range(self.plan.concurrency)))
-        start = time.perf_counter()
-        deadline = start + self.plan.throughput_s
-        counts = await asyncio.gather(*(one_client(deadline) for _ in range(self.plan.concurrency)))
-        return sum(counts) / (time.perf_counter() - start)
 
     async def cold_start_from_zero(self) -> dict[str, object]:
         """The first request to each of ``plan.cold_endpoints`` zero-scaled endpoints, beside
@@ -509,6 +528,97 @@ async def sklearn_demo(plan: Plan, folder: Path, errors: list[str]) -> dict[str,
     return {name: judged(name, figure, p50_ratio(figure), "p50 ratio")}
 
 
+# ------------------------------------------- gateways 5 to 7: the cost of telemetry
+
+
+def gateway_env(collector: Collector | None) -> dict[str, str]:
+    """Our environment without any ``OTEL_*`` variable (the gateway then makes no spans),
+    plus, given ``collector``, the variables that export traces and metrics to it."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    if collector is not None:
+        env |= {**TRACED_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+    return env
+
+
+@dataclass(frozen=True)
+class TelemetryRun:
+    """One gateway's figures in the telemetry comparison."""
+
+    requests_per_s: float
+    cold_start_p50_s: float
+
+
+async def telemetry_run(
+    plan: Plan, folder: Path, name: str, collector: Collector | None, errors: list[str]
+) -> TelemetryRun:
+    """A gateway named ``name`` on fresh state, exporting to ``collector`` (None: no
+    telemetry variable at all): the first request to each of ``plan.cold_endpoints`` echo
+    endpoints in turn, then the warm endpoint's throughput. Records an error if its log
+    disagrees on whether traces are exported, or if a traced run exported no span while
+    it was measured."""
+    cold = [TRACED_COLD.format(i) for i in range(plan.cold_endpoints)]
+    endpoints = [
+        Endpoint(WARM, ECHO_MODEL, plan.concurrency),
+        *(Endpoint(endpoint, ECHO_MODEL) for endpoint in cold),
+    ]
+    config = gateway_config(folder / f"{name}.toml", folder / f"{name}-state", endpoints, {})
+    async with serving(gateway_argv(config), name, gateway_env(collector)) as ours:
+        await ours.log.wait_for(RUNTIME_READY, within_s=ZYGOTE_DEADLINE_S)
+        exporting = ours.log.search(EXPORTING_TRACES) is not None
+        if exporting != (collector is not None):
+            errors.append(f"{name}: logged exporting traces: {exporting}, against its environment")
+        async with client(ours.url, errors, plan.concurrency) as gen:
+            latencies, _ = await first_invocations(gen, ours, cold, BODY, BODY)
+            requests_per_s = await rate(gen, ours.url, plan)
+        # Checked before the stop: the final flush alone would not have cost the runs.
+        if collector is not None and collector.received["/v1/traces"].requests == 0:
+            errors.append(f"{name}: no spans reached the collector while it was measured")
+    return TelemetryRun(requests_per_s, statistic(latencies, "p50"))
+
+
+async def telemetry_cost(plan: Plan, folder: Path, errors: list[str]) -> dict[str, object]:
+    """Three gateways one after the other, all alike but for the environment: off, traced,
+    off. The traced run is compared with the mean of the two off runs, so that a drift of
+    the machine over the three runs (warming up, a neighbour's load) weighs on both sides
+    alike, which a single off run before or after the traced one would not."""
+    async with collecting() as collector:
+        first = await telemetry_run(plan, folder, "gateway-otel-off-1", None, errors)
+        traced = await telemetry_run(plan, folder, "gateway-otel-traced", collector, errors)
+        second = await telemetry_run(plan, folder, "gateway-otel-off-2", None, errors)
+    # Counted after the traced gateway's stop, which flushes what it still held.
+    spans = collector.received["/v1/traces"]
+    if spans.requests == 0 or spans.bytes == 0:
+        errors.append(f"telemetry_cost: the collector received no spans ({spans})")
+    offs = (first, second)
+    off_rate = mean(run.requests_per_s for run in offs)
+    off_p50 = mean(run.cold_start_p50_s for run in offs)
+    rate_lost = round(1 - traced.requests_per_s / off_rate, 4) if off_rate > 0 else None
+    p50_lost = round(traced.cold_start_p50_s / off_p50 - 1, 4) if off_p50 > 0 else None
+    figure = {
+        "throughput": {
+            "traced": round(traced.requests_per_s, 3),
+            "off": round(off_rate, 3),
+            "off_runs": [round(run.requests_per_s, 3) for run in offs],
+            "unit": "requests/s",
+            "concurrency": plan.concurrency,
+            "lost": rate_lost,
+        },
+        "cold_start_p50_ms": {
+            "traced": round(traced.cold_start_p50_s * 1e3, 3),
+            "off": round(off_p50 * 1e3, 3),
+            "off_runs": [round(run.cold_start_p50_s * 1e3, 3) for run in offs],
+            "endpoints": plan.cold_endpoints,
+            "lost": p50_lost,
+        },
+        "collector": collector.as_json(),
+        "target": f"lost < {TELEMETRY_LOST_MAX:.0%} for both",
+        "met": all(
+            isinstance(lost, float) and lost < TELEMETRY_LOST_MAX for lost in (rate_lost, p50_lost)
+        ),
+    }
+    return {"telemetry_cost": figure}
+
+
 # ------------------------------------------------------------------------ run
 
 
@@ -525,6 +635,10 @@ async def run(plan: Plan) -> dict[str, object]:
             "short keep-alive gateway", errors, lambda: short_idle_gateway(plan, folder, errors)
         )
         results |= await guarded("sklearn demo", errors, lambda: sklearn_demo(plan, folder, errors))
+        progress("the cost of telemetry: gateways off, traced, off")
+        results |= await guarded(
+            "telemetry cost", errors, lambda: telemetry_cost(plan, folder, errors)
+        )
     # The memory figures come from two gateways.
     memory = {**as_dict(results.get("memory")), **as_dict(short.pop("memory", None))}
     results |= {**short, "memory": memory}

@@ -1,5 +1,6 @@
 """The benchmark's machinery: servers run as child processes with their logs watched, a signed
-HTTP load generator, processes inspected through /proc, statistics and targets.
+HTTP load generator, a local OTLP/HTTP collector, processes inspected through /proc,
+statistics and targets.
 
 Nothing here imports the gateway: the bench talks to it over HTTP on 127.0.0.1 and reads its
 log, as an operator would. Every process started here is stopped by pid (SIGTERM, then
@@ -14,15 +15,17 @@ import json
 import math
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -264,11 +267,19 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serving(argv: Sequence[str], name: str) -> AsyncIterator[Server]:
-    """Run ``argv`` until it logs its ``READY`` line, and stop it on exit. Raises
-    TimeoutError past ``STARTUP_DEADLINE_S``, RuntimeError if it exits before serving."""
+async def serving(
+    argv: Sequence[str], name: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Server]:
+    """Run ``argv`` (in ``env``, default: ours) until it logs its ``READY`` line, and stop it
+    on exit. Raises TimeoutError past ``STARTUP_DEADLINE_S``, RuntimeError if it exits
+    before serving."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        *argv,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None
     progress(f"started {name}: server pid {proc.pid}")
@@ -322,6 +333,73 @@ def gateway_config(
 
 def gateway_argv(config: Path) -> list[str]:
     return [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+
+
+# ------------------------------------------------------------------- collector
+
+OTLP_PATHS = ("/v1/traces", "/v1/metrics")
+PROTOBUF = "application/x-protobuf"
+# One export is at most a batch of spans or one metrics snapshot; far below this.
+COLLECTOR_MAX_BODY = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one OTLP path received so far."""
+
+    requests: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class Collector:
+    """What a local OTLP/HTTP collector (see ``collecting``) has received, by path."""
+
+    url: str
+    received: dict[str, Received]
+
+    def count(self, path: str, size: int) -> None:
+        seen = self.received.get(path, Received())
+        self.received[path] = Received(seen.requests + 1, seen.bytes + size)
+
+    def as_json(self) -> dict[str, object]:
+        """Totals over every path, and each path's own."""
+        return {
+            "requests": sum(r.requests for r in self.received.values()),
+            "bytes": sum(r.bytes for r in self.received.values()),
+            "by_path": {path: asdict(r) for path, r in self.received.items()},
+        }
+
+
+@contextlib.asynccontextmanager
+async def collecting() -> AsyncIterator[Collector]:
+    """A minimal OTLP/HTTP collector on 127.0.0.1 (a free port) served by this process's
+    loop until the block ends. It accepts POST on ``OTLP_PATHS``, counts requests and body
+    bytes without decoding them, and answers 200 with an empty protobuf body (an empty
+    export response: everything accepted). Bodies over ``COLLECTOR_MAX_BODY`` get 413."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        collector = Collector(
+            f"http://127.0.0.1:{sock.getsockname()[1]}", {path: Received() for path in OTLP_PATHS}
+        )
+
+        async def receive(request: web.Request) -> web.Response:
+            collector.count(request.path, len(await request.read()))
+            return web.Response(body=b"", content_type=PROTOBUF)
+
+        app = web.Application(client_max_size=COLLECTOR_MAX_BODY)
+        app.router.add_routes([web.post(path, receive) for path in OTLP_PATHS])
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock).start()
+            progress(f"started the OTLP collector on {collector.url}")
+            yield collector
+        finally:
+            await runner.cleanup()
+    finally:
+        sock.close()
 
 
 # ---------------------------------------------------------------------- client

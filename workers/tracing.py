@@ -15,6 +15,16 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# What a worker imports to trace; a zygote pre-imports these when the gateway traces, so
+# the first traced request of a forked worker does not pay for importing the SDK.
+TRACING_MODULES = (
+    "workers.tracing",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.sdk.trace.export.in_memory_span_exporter",
+    "opentelemetry.trace.propagation.tracecontext",
+)
+
 
 class WorkerTracing:
     """Runs handler calls inside the caller's trace and collects the spans they make."""
