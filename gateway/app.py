@@ -4,7 +4,7 @@ application's lifecycle (aiohttp cleanup contexts)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -25,8 +25,7 @@ from gateway.router import make_dispatch
 from gateway.runtime import Runtime
 from gateway.settings import Settings, effective_credentials
 from gateway.sigv4 import Credential, Verifier
-from gateway.telemetry import catalog
-from gateway.telemetry.instruments import GaugeSource
+from gateway.telemetry.live import LiveState
 from gateway.telemetry.recorder import Telemetry
 from workers import TRACING_MODULES, Placer, PoolManager, detect_enforcer
 
@@ -94,48 +93,6 @@ def build_placer(settings: Settings, log: logging.Logger) -> Placer | None:
     return placer
 
 
-def gauge_sources(
-    pools: PoolManager, deployments: Deployments, region_concurrency: int
-) -> dict[str, GaugeSource]:
-    """Where the observable gauges read the live state from."""
-
-    def workers() -> Iterable[tuple[float, dict[str, str]]]:
-        for key, stats in pools.statistics().items():
-            assert isinstance(key, tuple)
-            labels = {"cloud.account.id": key[0], "cloud.region": key[1], "faas.name": key[2]}
-            for state, count in (
-                ("starting", stats.starting),
-                ("idle", stats.idle),
-                ("busy", stats.busy),
-            ):
-                yield float(count), {**labels, "state": state}
-
-    def zygotes() -> Iterable[tuple[float, dict[str, str]]]:
-        models = sum(s.model_zygote == "ready" for s in pools.statistics().values())
-        yield float(pools.runtime_zygote_pid() is not None), {"kind": "runtime"}
-        yield float(models), {"kind": "model"}
-
-    def limits() -> Iterable[tuple[float, dict[str, str]]]:
-        scopes = set()
-        for deployment in deployments:
-            scope = {
-                "cloud.account.id": deployment.scope.account_id,
-                "cloud.region": deployment.scope.region,
-            }
-            scopes.add(tuple(scope.values()))
-            labels = {**scope, "faas.name": deployment.name, "scope": "endpoint"}
-            yield float(deployment.admission_limit), labels
-        for account, region in sorted(scopes):
-            labels = {"cloud.account.id": account, "cloud.region": region, "scope": "region"}
-            yield float(region_concurrency), labels
-
-    return {
-        catalog.WORKERS.name: workers,
-        catalog.ZYGOTES.name: zygotes,
-        catalog.CONCURRENCY_LIMIT.name: limits,
-    }
-
-
 def build_app(
     settings: Settings,
     *,
@@ -186,7 +143,9 @@ def build_app(
     telemetry = Telemetry(
         meter_provider=meter_provider or MeterProvider(),
         tracer_provider=tracer_provider,
-        gauges=gauge_sources(pools, deployments, settings.quotas.region_concurrency),
+        gauges=LiveState(
+            pools, deployments, admission, settings.quotas.region_concurrency
+        ).sources(),
         span_sink=span_sink,
     )
     runtime = Runtime(

@@ -161,6 +161,17 @@ def build_deployment(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointTotals:
+    """What an endpoint has served since the gateway started."""
+
+    invocations: int
+    billed_ms: int
+    gb_seconds: float
+    bytes_in: int
+    bytes_out: int
+
+
 class Deployments:
     """Serving deployments by endpoint key, and the source of fresh generations."""
 
@@ -169,6 +180,8 @@ class Deployments:
         self._generations = itertools.count(1)
         self._invocations: dict[EndpointKey, int] = {}
         self._usage_gb_s: dict[EndpointKey, float] = {}
+        self._billed_ms: dict[EndpointKey, int] = {}
+        self._bytes: dict[EndpointKey, tuple[int, int]] = {}
         self._reserved: dict[tuple[str, str], int] = {}
 
     def reserved(self, account_id: str, region: str) -> int:
@@ -184,11 +197,32 @@ class Deployments:
         key = deployment.key
         self._invocations[key] = self._invocations.get(key, 0) + 1
 
-    def count_usage(self, deployment: Deployment, billed_ms: int) -> None:
-        """Add one invocation's billed model time, as GB-seconds of the endpoint."""
+    def count_usage(
+        self, deployment: Deployment, billed_ms: int, bytes_in: int, bytes_out: int
+    ) -> None:
+        """Add one answered invocation's billed model time (and its GB-seconds) and its
+        payload bytes to the endpoint's totals."""
         key = deployment.key
         gb_s = billed_ms / 1000.0 * deployment.variant.memory_mb / 1024.0
         self._usage_gb_s[key] = self._usage_gb_s.get(key, 0.0) + gb_s
+        self._billed_ms[key] = self._billed_ms.get(key, 0) + billed_ms
+        received, sent = self._bytes.get(key, (0, 0))
+        self._bytes[key] = (received + bytes_in, sent + bytes_out)
+
+    def totals(self) -> list[tuple[EndpointKey, str, EndpointTotals]]:
+        """Per endpoint key (and its name as spelled): the totals since the start."""
+        rows = []
+        for key, deployment in self._by_key.items():
+            received, sent = self._bytes.get(key, (0, 0))
+            totals = EndpointTotals(
+                invocations=self._invocations.get(key, 0),
+                billed_ms=self._billed_ms.get(key, 0),
+                gb_seconds=self._usage_gb_s.get(key, 0.0),
+                bytes_in=received,
+                bytes_out=sent,
+            )
+            rows.append((key, deployment.name, totals))
+        return rows
 
     def usage_gb_s(self, scope: Scope, name: str) -> float:
         return self._usage_gb_s.get(endpoint_key(scope, name), 0.0)
@@ -210,8 +244,8 @@ class Deployments:
 
     def remove(self, scope: Scope, name: str) -> Deployment | None:
         """Stop serving the endpoint; return its deployment, if it had one."""
-        self._invocations.pop(endpoint_key(scope, name), None)
-        self._usage_gb_s.pop(endpoint_key(scope, name), None)
+        for totals in (self._invocations, self._usage_gb_s, self._billed_ms, self._bytes):
+            totals.pop(endpoint_key(scope, name), None)
         removed = self._by_key.pop(endpoint_key(scope, name), None)
         if removed is not None:
             self._reserve(removed, -1)

@@ -249,7 +249,6 @@ class Runtime:
         }
         grant = self._admit(deployment, labels)
         self._deployments.count_invocation(deployment)
-        instruments.concurrency.add(1, labels)
         pool_started_ns = time.time_ns()
         try:
             pool = self._pools.pool(deployment.pool_key, deployment.spec, deployment.limits)
@@ -261,7 +260,6 @@ class Runtime:
             raise
         finally:
             self._admission.release(grant, now=self._clock.monotonic())
-            instruments.concurrency.add(-1, labels)
         span.set_attribute("faas.coldstart", result.cold_start)
         if 200 <= result.status < 300:
             span.set_attribute("http.response.status_code", 200)
@@ -318,17 +316,16 @@ class Runtime:
                 },
             )
         # SageMaker bills model time rounded up to the millisecond.
-        self._deployments.count_usage(deployment, math.ceil(result.model_ms))
+        self._deployments.count_usage(
+            deployment, math.ceil(result.model_ms), len(invocation.body), len(result.body)
+        )
         self._telemetry.instruments.record(
             Invoked(
                 attributes=labels,
-                memory_mb=deployment.variant.memory_mb,
                 total_s=time.perf_counter() - started,
                 model_s=result.model_ms / 1000.0,
                 init_s=init_s,
                 tier=result.tier,
-                bytes_in=len(invocation.body),
-                bytes_out=len(result.body),
                 cpu_s=result.cpu_s,
                 max_rss_bytes=result.max_rss_bytes,
             )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from opentelemetry.metrics import (
     CallbackOptions,
@@ -12,7 +12,6 @@ from opentelemetry.metrics import (
     Histogram,
     Meter,
     Observation,
-    UpDownCounter,
 )
 
 from gateway.telemetry import catalog
@@ -22,44 +21,57 @@ GaugeSource = Callable[[], Iterable[tuple[float, dict[str, str]]]]
 
 @dataclass(frozen=True, slots=True)
 class Invoked:
-    """What one finished invocation contributes to the metrics."""
+    """What one finished invocation contributes to the histograms."""
 
     attributes: dict[str, str]
-    memory_mb: int
     total_s: float
     model_s: float
     init_s: float | None
     tier: str | None
-    bytes_in: int
-    bytes_out: int
     cpu_s: float | None = None
     max_rss_bytes: int | None = None
 
 
-class Instruments:
-    """Counters and histograms the request path records into; observable gauges read
-    the live state through the ``gauges`` sources (by catalogue name)."""
+# Totals the gateway keeps anyway (invocations, billed time, bytes, tokens in use) are
+# read when metrics are collected instead of being recorded on every request: recording
+# into the SDK costs microseconds per instrument, and a request would pay it many times.
+OBSERVED: Final = (
+    catalog.INVOCATIONS,
+    catalog.BILLED_DURATION,
+    catalog.USAGE,
+    catalog.BYTES_IN,
+    catalog.BYTES_OUT,
+    catalog.CONCURRENCY,
+    catalog.CONCURRENCY_LIMIT,
+    catalog.WORKERS,
+    catalog.ZYGOTES,
+)
 
-    def __init__(self, meter: Meter, gauges: dict[str, GaugeSource]) -> None:
-        self.invocations = _counter(meter, catalog.INVOCATIONS)
+
+class Instruments:
+    """What the request path records (distributions, and counts of rare events), and
+    observable instruments reading the live totals through ``sources`` (by catalogue
+    name) when metrics are collected."""
+
+    def __init__(self, meter: Meter, sources: dict[str, GaugeSource]) -> None:
         self.errors = _counter(meter, catalog.ERRORS)
         self.timeouts = _counter(meter, catalog.TIMEOUTS)
         self.coldstarts = _counter(meter, catalog.COLDSTARTS)
+        self.throttles = _counter(meter, catalog.THROTTLES)
         self.init_duration = _histogram(meter, catalog.INIT_DURATION)
         self.invoke_duration = _histogram(meter, catalog.INVOKE_DURATION)
         self.overhead = _histogram(meter, catalog.OVERHEAD)
         self.cpu_usage = _histogram(meter, catalog.CPU_USAGE)
         self.mem_usage = _histogram(meter, catalog.MEM_USAGE)
-        self.throttles = _counter(meter, catalog.THROTTLES)
-        self.concurrency = _updown(meter, catalog.CONCURRENCY)
-        self.billed = _counter(meter, catalog.BILLED_DURATION)
-        self.usage = _counter(meter, catalog.USAGE)
-        self.bytes_in = _counter(meter, catalog.BYTES_IN)
-        self.bytes_out = _counter(meter, catalog.BYTES_OUT)
-        for spec in (catalog.WORKERS, catalog.ZYGOTES, catalog.CONCURRENCY_LIMIT):
-            source = gauges.get(spec.name)
+        create = {
+            "counter": meter.create_observable_counter,
+            "updowncounter": meter.create_observable_up_down_counter,
+            "gauge": meter.create_observable_gauge,
+        }
+        for spec in OBSERVED:
+            source = sources.get(spec.name)
             if source is not None:
-                meter.create_observable_gauge(
+                create[spec.kind](
                     spec.name,
                     callbacks=[_observe(source)],
                     unit=spec.unit,
@@ -69,7 +81,6 @@ class Instruments:
     def record(self, invoked: Invoked) -> None:
         """Record one answered invocation (a model error included)."""
         attributes = invoked.attributes
-        self.invocations.add(1, attributes)
         self.invoke_duration.record(invoked.model_s, attributes)
         overhead = invoked.total_s - invoked.model_s - (invoked.init_s or 0.0)
         self.overhead.record(max(0.0, overhead), attributes)
@@ -77,12 +88,6 @@ class Instruments:
             tiered = {**attributes, "coldbrew.tier": invoked.tier or "unknown"}
             self.coldstarts.add(1, tiered)
             self.init_duration.record(invoked.init_s, tiered)
-        # SageMaker bills model time rounded up to the millisecond.
-        billed_ms = math.ceil(invoked.model_s * 1000.0)
-        self.billed.add(billed_ms, attributes)
-        self.usage.add(billed_ms / 1000.0 * invoked.memory_mb / 1024.0, attributes)
-        self.bytes_in.add(invoked.bytes_in, attributes)
-        self.bytes_out.add(invoked.bytes_out, attributes)
         if invoked.cpu_s is not None:
             self.cpu_usage.record(invoked.cpu_s, attributes)
         if invoked.max_rss_bytes is not None:
@@ -91,10 +96,6 @@ class Instruments:
 
 def _counter(meter: Meter, spec: catalog.MetricSpec) -> Counter:
     return meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
-
-
-def _updown(meter: Meter, spec: catalog.MetricSpec) -> UpDownCounter:
-    return meter.create_up_down_counter(spec.name, unit=spec.unit, description=spec.description)
 
 
 def _histogram(meter: Meter, spec: catalog.MetricSpec) -> Histogram:
