@@ -452,7 +452,10 @@ class EndpointPool:
         if self._model_zygote is link:
             self._model_zygote = None
             if self._model_zygote_state == "ready":
+                # It died (a reaped one was marked "none" before it was closed): an
+                # endpoint with traffic gets a new one in the background at once.
                 self._model_zygote_state = "none"
+                self._maybe_start_model_zygote()
         await asyncio.to_thread(shutil.rmtree, private_dir, True)
         self._log.info("%s %s", prefix, describe_exit(returncode))
         self._check_all_exited()
