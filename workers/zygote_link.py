@@ -27,6 +27,8 @@ from workers.protocol import PRELUDE, ProtocolError, decode_header, decode_prelu
 
 # Control requests are small and a zygote answers them at once (a fork takes a few ms).
 REQUEST_DEADLINE_S: Final = 10.0
+# How much of a failed zygote's output its error quotes.
+LAST_WORDS_BYTES: Final = 4096
 # Frameworks imported in a zygote must not start thread pools: a zygote forks, and a
 # thread running at fork time would be lost in the child with its locks held.
 SINGLE_THREADED_ENV: Final = {
@@ -231,7 +233,10 @@ async def start_model_zygote(
 
     forked = await runtime.fork({**request, "role": "model-zygote"})
     link = ZygoteLink(forked.process, forked.channel, forked.output, "model")
-    message = await link.read_message(deadline_s)
+    try:
+        message = await link.read_message(deadline_s)
+    except ZygoteBroken as error:
+        raise ZygoteBroken(f"{error}{await last_words(link)}") from error
     if message.get("t") == "ready":
         link.ready = message
         return link
@@ -241,3 +246,19 @@ async def start_model_zygote(
     if message.get("t") == "failed":
         raise SetupFailed(str(message.get("message")))
     raise ZygoteBroken(f"model zygote sent {message.get('t')!r} instead of ready")
+
+
+async def last_words(link: ZygoteLink, *, limit_s: float = 1.0) -> str:
+    """How a killed or crashed zygote ended and the tail of what it wrote (a traceback),
+    for the error that reports it; bounded in time and size."""
+    from workers.process import describe_exit
+
+    output = b""
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(limit_s):
+            while chunk := await link.output.read(LAST_WORDS_BYTES):
+                output = (output + chunk)[-LAST_WORDS_BYTES:]
+            await link.process.wait()
+    ended = describe_exit(link.process.returncode)
+    text = output.decode(errors="replace").strip()
+    return f" (it {ended}{'; it wrote: ' + text if text else ''})"

@@ -33,6 +33,13 @@ def reaped(gw: Gateway, pid: int) -> None:
     wait_until(lambda: not is_running(pid), timeout=15, what=f"worker {pid} to be reaped")
 
 
+def ready_model_zygotes(gw: Gateway) -> list[int]:
+    """Model zygotes that have loaded their model: a process with the name may still be
+    loading (or be a worker it just forked, not yet renamed)."""
+    log = gw.log()
+    return [pid for pid in gw.children("cb-model-zygote") if f"model zygote {pid} ready" in log]
+
+
 def quick_reaping(tmp_path: Path, endpoints: dict[str, dict[str, Any]], **pool: Any) -> str:
     return toml_config(
         tmp_path / "state", endpoints=endpoints, pool={"idle_timeout_s": 0.3, **pool}
@@ -48,7 +55,7 @@ def test_cold_starts_move_to_the_model_zygote(tmp_path: Path) -> None:
         assert tier == "runtime-zygote"
         assert gw.children("cb-model-zygote") == [], "a one-off invocation gets no zygote"
         assert call(gw, "behave", b"pid") == (first, None)
-        wait_until(lambda: gw.children("cb-model-zygote"), timeout=30, what="a model zygote")
+        wait_until(lambda: ready_model_zygotes(gw), timeout=30, what="a ready model zygote")
         reaped(gw, int(first))
         second, tier = call(gw, "behave", b"pid")
         assert tier == "model-zygote"
@@ -99,7 +106,9 @@ def test_model_zygote_death_falls_back(tmp_path: Path) -> None:
     with running_gateway(tmp_path, quick_reaping(tmp_path, {"behave": {}})) as gw:
         worker, _ = call(gw, "behave", b"pid")
         call(gw, "behave", b"pid")
-        (zygote,) = wait_until(lambda: gw.children("cb-model-zygote"), timeout=30)
+        # Killed once it is ready: one that dies while loading its model is a failed start,
+        # retried only after a back-off.
+        (zygote,) = wait_until(lambda: ready_model_zygotes(gw), timeout=30)
         os.kill(zygote, signal.SIGKILL)
         reaped(gw, int(worker))
         wait_until(lambda: not is_running(zygote), timeout=10)
@@ -107,15 +116,13 @@ def test_model_zygote_death_falls_back(tmp_path: Path) -> None:
         assert int(answer) != int(worker)
         assert tier in ("model-zygote", "runtime-zygote")
         try:
-            replacement = wait_until(
-                lambda: [pid for pid in gw.children("cb-model-zygote") if pid != zygote],
+            wait_until(
+                lambda: [pid for pid in ready_model_zygotes(gw) if pid != zygote],
                 timeout=30,
                 what="a new model zygote",
             )
         except AssertionError as error:
-            zygote_lines = [line for line in gw.log().splitlines() if "zygote" in line]
-            raise AssertionError("\n".join([str(error), *zygote_lines])) from None
-        assert f"model zygote {replacement[0]} ready" in gw.log()
+            raise AssertionError(f"{error}\n{gw.log()}") from None
 
 
 @pytest.mark.parametrize("model", ["nofork", "threads"])
@@ -134,7 +141,12 @@ def test_models_unfit_for_a_zygote_never_get_one(tmp_path: Path, model: str) -> 
             timeout=30,
             what="the model zygote to be refused",
         )
-        assert gw.children("cb-model-zygote") == []
+        wait_until(
+            lambda: not gw.children("cb-model-zygote"),
+            timeout=10,
+            what="the refused model zygote to exit",
+        )
+        assert not re.search(r"model zygote \d+ ready", gw.log())
 
 
 def test_handler_imports_are_learned(tmp_path: Path) -> None:
