@@ -125,6 +125,26 @@ def test_model_zygote_death_falls_back(tmp_path: Path) -> None:
             raise AssertionError(f"{error}\n{gw.log()}") from None
 
 
+def test_failed_model_zygote_start_is_reported_and_served_around(tmp_path: Path) -> None:
+    """A model zygote that dies while loading its model is logged with its exit status and
+    its last output; the endpoint goes on serving from the runtime zygote."""
+    config = quick_reaping(tmp_path, {"zygotecrash": {}})
+    with running_gateway(tmp_path, config) as gw:
+        _, tier = call(gw, "zygotecrash", b"x")
+        assert tier == "runtime-zygote"
+        call(gw, "zygotecrash", b"x")
+        line = wait_until(
+            lambda: [ln for ln in gw.log().splitlines() if "model zygote failed to start" in ln],
+            timeout=30,
+            what="the failed model zygote start to be logged",
+        )[0]
+        assert "exited with status 7" in line
+        assert "giving up inside the model zygote" in line
+        assert ready_model_zygotes(gw) == []
+        wait_until(lambda: not gw.worker_pids(), timeout=15, what="the worker to be reaped")
+        assert call(gw, "zygotecrash", b"again") == (b"again", "runtime-zygote")
+
+
 @pytest.mark.parametrize("model", ["nofork", "threads"])
 def test_models_unfit_for_a_zygote_never_get_one(tmp_path: Path, model: str) -> None:
     """A handler with FORK_AFTER_LOAD = False, or one that starts a thread while loading,
