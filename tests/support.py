@@ -27,6 +27,27 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
 READY_LINE = re.compile(r"accepting invocations on (http://[A-Za-z0-9.:\[\]-]+)")
 
+# Every SageMaker control-plane operation Coldbrew serves, as the tests expect them.
+CONTROL_OPERATIONS = [
+    "CreateModel",
+    "DescribeModel",
+    "DeleteModel",
+    "ListModels",
+    "CreateEndpointConfig",
+    "DescribeEndpointConfig",
+    "DeleteEndpointConfig",
+    "ListEndpointConfigs",
+    "CreateEndpoint",
+    "DescribeEndpoint",
+    "UpdateEndpoint",
+    "UpdateEndpointWeightsAndCapacities",
+    "DeleteEndpoint",
+    "ListEndpoints",
+    "AddTags",
+    "ListTags",
+    "DeleteTags",
+]
+
 T = TypeVar("T")
 
 
@@ -203,6 +224,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(extra)
     return env
+
+
+def aws_cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment for the AWS CLI under test: the dev credentials and region, and no
+    config or credentials file of the host's."""
+    return clean_env(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        **extra,
+    )
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from gateway.control.listing import ENDPOINT_STATUSES
 from gateway.control.schema import (
     Boolean,
     Enum,
@@ -454,19 +455,7 @@ LIST_ENDPOINTS_INPUT: Final = Structure(
         **_LIST_TIME_FILTERS,
         "LastModifiedTimeBefore": TIMESTAMP,
         "LastModifiedTimeAfter": TIMESTAMP,
-        "StatusEquals": Enum(
-            [
-                "OutOfService",
-                "Creating",
-                "Updating",
-                "SystemUpdating",
-                "RollingBack",
-                "InService",
-                "Deleting",
-                "Failed",
-                "UpdateRollbackFailed",
-            ]
-        ),
+        "StatusEquals": Enum(ENDPOINT_STATUSES),
     }
 )
 

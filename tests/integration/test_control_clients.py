@@ -12,21 +12,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.control import control_client, create_model, deploy
-from tests.support import MODELS, clean_env, running_gateway, toml_config, wait_until
+from tests.support import MODELS, aws_cli_env, clean_env, running_gateway, toml_config, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def aws(url: str, tmp_path: Path, *args: str) -> Any:
     """Run the AWS CLI against the gateway; return its parsed JSON output (or None)."""
-    env = clean_env(
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=str(tmp_path / "none"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-        AWS_MAX_ATTEMPTS="1",
-    )
+    env = aws_cli_env(tmp_path, AWS_MAX_ATTEMPTS="1")
     command = [str(Path(sys.executable).parent / "aws"), "--endpoint-url", url, *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=90, env=env)
     assert result.returncode == 0, f"{' '.join(args)}: {result.stderr}"

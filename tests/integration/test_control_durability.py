@@ -17,29 +17,15 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.integration.control import control_client, create_model, deploy, serverless_variant
-from tests.support import is_running, running_gateway, toml_config, wait_until
+from tests.support import (
+    CONTROL_OPERATIONS,
+    is_running,
+    running_gateway,
+    toml_config,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
-
-OPERATIONS = [
-    "CreateModel",
-    "DescribeModel",
-    "DeleteModel",
-    "ListModels",
-    "CreateEndpointConfig",
-    "DescribeEndpointConfig",
-    "DeleteEndpointConfig",
-    "ListEndpointConfigs",
-    "CreateEndpoint",
-    "DescribeEndpoint",
-    "UpdateEndpoint",
-    "UpdateEndpointWeightsAndCapacities",
-    "DeleteEndpoint",
-    "ListEndpoints",
-    "AddTags",
-    "ListTags",
-    "DeleteTags",
-]
 
 
 def test_sigkill_and_restart_bring_every_endpoint_back(tmp_path: Path) -> None:
@@ -169,7 +155,7 @@ def test_hundreds_of_malformed_requests_get_4xx_and_change_nothing(tmp_path: Pat
         rng = random.Random(20261128)
         bodies: list[tuple[str, bytes]] = []
         for _ in range(300):
-            target = "SageMaker." + rng.choice(OPERATIONS)
+            target = "SageMaker." + rng.choice(CONTROL_OPERATIONS)
             bodies.append((target, orjson.dumps(junk(rng))))
         bodies += [
             ("SageMaker.CreateModel", b"{not json"),

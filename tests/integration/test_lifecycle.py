@@ -17,6 +17,7 @@ import pytest
 from gateway.demo import DEMO_SAMPLE
 from tests.support import (
     REPO,
+    aws_cli_env,
     clean_env,
     is_running,
     running_gateway,
@@ -156,13 +157,7 @@ def test_aws_cli_invokes(tmp_path: Path) -> None:
     config = toml_config(tmp_path / "state", endpoints={"echo": {}})
     with running_gateway(tmp_path, config) as gw:
         outfile = tmp_path / "out.json"
-        env = clean_env(
-            AWS_ACCESS_KEY_ID="test",
-            AWS_SECRET_ACCESS_KEY="test",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_CONFIG_FILE=str(tmp_path / "none"),
-            AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-        )
+        env = aws_cli_env(tmp_path)
         aws = Path(sys.executable).parent / "aws"
         result = subprocess.run(
             [

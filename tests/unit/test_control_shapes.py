@@ -35,27 +35,9 @@ from gateway.control.schema import (
 )
 from gateway.control.shapes import INPUT_SHAPES
 from gateway.errors import ServiceError
+from tests.support import CONTROL_OPERATIONS as OPERATIONS
 
 SERVICE = botocore.session.get_session().get_service_model("sagemaker")
-OPERATIONS = [
-    "CreateModel",
-    "DescribeModel",
-    "DeleteModel",
-    "ListModels",
-    "CreateEndpointConfig",
-    "DescribeEndpointConfig",
-    "DeleteEndpointConfig",
-    "ListEndpointConfigs",
-    "CreateEndpoint",
-    "DescribeEndpoint",
-    "UpdateEndpoint",
-    "UpdateEndpointWeightsAndCapacities",
-    "DeleteEndpoint",
-    "ListEndpoints",
-    "AddTags",
-    "ListTags",
-    "DeleteTags",
-]
 # The botocore shapes modeled with Permissive, as shapes.py documents them.
 PERMISSIVE = {"AsyncInferenceConfig", "ExplainerConfig", "ProductionVariantInstanceType"}
 ACCOUNT = "123456789012"
