@@ -38,13 +38,27 @@ async def forward_output(
         emit(pending)
 
 
+class _PipeProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that closes its pipe at end of file.
+
+    StreamReaderProtocol asks to keep the transport open after EOF (a socket may still be
+    written to), and uvloop honours that for pipes too: the read end of a dead worker's log
+    pipe would stay open until the garbage collector found it, a few descriptors more with
+    every reaped worker. A log pipe has nothing after EOF, so it is closed at once."""
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False
+
+
 async def pipe_reader(read_fd: int) -> asyncio.StreamReader:
-    """An asyncio stream over the read end of a pipe (taking ownership of the fd)."""
+    """An asyncio stream over the read end of a pipe (taking ownership of the fd; it is
+    closed once the stream reaches end of file)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LOG_LINE)
     pipe = os.fdopen(read_fd, "rb", buffering=0)
     try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        await loop.connect_read_pipe(lambda: _PipeProtocol(reader), pipe)
     except BaseException:
         pipe.close()
         raise

@@ -44,12 +44,13 @@ TARGETS = {
 }
 
 
-def run_quick_bench(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run ``bench.py --quick`` with its temporary files (and the gateway's workers' folders)
-    under ``tmp_path``, so the suite's guard sees any worker left behind. On a timeout the
-    bench gets SIGTERM, which it turns into stopping its servers, before it is killed."""
+def run_bench(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run ``bench.py`` with ``options``, its temporary files (and the gateway's workers'
+    folders) under ``tmp_path``, so the suite's guard sees any worker left behind. On a
+    timeout the bench gets SIGTERM, which it turns into stopping its servers, before it is
+    killed."""
     out = tmp_path / "bench.json"
-    argv = [sys.executable, "loadtests/bench.py", "--quick", "--out", str(out)]
+    argv = [sys.executable, "loadtests/bench.py", *options, "--out", str(out)]
     env = clean_env(TMPDIR=str(tmp_path))
     with subprocess.Popen(
         argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -62,7 +63,7 @@ def run_quick_bench(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], P
                 stderr = proc.communicate(timeout=30)[1]
             finally:
                 proc.kill()
-            pytest.fail(f"bench.py --quick ran over {RUN_TIMEOUT_S} s:\n{stderr[-4000:]}")
+            pytest.fail(f"bench.py {options} ran over {RUN_TIMEOUT_S} s:\n{stderr[-4000:]}")
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr), out
 
 
@@ -180,7 +181,7 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
     """A quick run exits 0 with one JSON document (also written to --out) holding every
     figure as a number with its target judged, machine info and no errors, and leaves none
     of its servers, zygotes or workers running."""
-    done, out = run_quick_bench(tmp_path)
+    done, out = run_bench(tmp_path, "--quick")
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout)
     assert json.loads(out.read_text()) == report
@@ -199,3 +200,25 @@ def test_quick_bench_reports_every_figure_without_errors(tmp_path: Path) -> None
     pids = [int(line.split()[-1]) for line in done.stderr.splitlines() if "server pid" in line]
     assert not [pid for pid in pids if is_running(pid)]
     wait_until(lambda: not processes_under(tmp_path), timeout=15, what="no process left behind")
+
+
+@pytest.mark.timeout(120)
+def test_short_soak_loses_nothing_and_leaks_nothing(tmp_path: Path) -> None:
+    """A few seconds of mixed load (steady, spurts after idle, over quota): every request
+    answered, throttles and cold starts counted as such, no error, concurrency back to 0,
+    and the gateway at rest holds exactly the file descriptors it held before."""
+    done, out = run_bench(tmp_path, "--soak", "4")
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    assert json.loads(out.read_text()) == report
+    soak = report["soak"]
+    assert soak["ok"] is True, soak
+    assert soak["requests"] == soak["succeeded"] + soak["throttled"]
+    assert soak["lost"] == soak["server_errors"] == soak["wrong_answers"] == 0
+    assert soak["errors_by_kind"] == {}
+    assert soak["requests"] > soak["throttled"] > 0
+    assert sum(soak["cold_starts"].values()) > 0
+    gateway = soak["gateway"]
+    assert gateway["end"]["workers"] == gateway["start"]["workers"] == 0
+    assert gateway["end"]["open_fds"] == gateway["start"]["open_fds"]
+    assert gateway["growth"]["met"] is True
