@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import socket
 from collections.abc import Callable
 from typing import Final
 
@@ -38,28 +38,38 @@ async def forward_output(
         emit(pending)
 
 
-class _PipeProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that closes its pipe at end of file.
+class _LogProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that closes its connection at end of file.
 
-    StreamReaderProtocol asks to keep the transport open after EOF (a socket may still be
-    written to), and uvloop honours that for pipes too: the read end of a dead worker's log
-    pipe would stay open until the garbage collector found it, a few descriptors more with
-    every reaped worker. A log pipe has nothing after EOF, so it is closed at once."""
+    StreamReaderProtocol asks to keep a transport open after EOF (the peer may still read
+    what we write); a log channel is one-way, so it is closed at once and a reaped
+    worker's descriptor goes with it, not whenever the garbage collector gets to it."""
 
     def eof_received(self) -> bool:
         super().eof_received()
         return False
 
 
-async def pipe_reader(read_fd: int) -> asyncio.StreamReader:
-    """An asyncio stream over the read end of a pipe (taking ownership of the fd; it is
-    closed once the stream reaches end of file)."""
+def log_channel() -> tuple[socket.socket, socket.socket]:
+    """A one-way channel for a child's stdout and stderr: (our end, the child's end).
+
+    A socket pair rather than a pipe: uvloop closes a pipe transport's descriptor twice
+    (libuv closes it, then the attached file object does), and the second close can hit
+    a descriptor another thread has just opened under the same number; a socket object
+    is detached instead, so its descriptor is closed exactly once."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.shutdown(socket.SHUT_WR)
+    return ours, theirs
+
+
+async def channel_reader(sock: socket.socket) -> asyncio.StreamReader:
+    """An asyncio stream over our end of a ``log_channel`` (taking ownership of it; it is
+    closed once the stream reaches end of file, or here if it cannot be read)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LOG_LINE)
-    pipe = os.fdopen(read_fd, "rb", buffering=0)
     try:
-        await loop.connect_read_pipe(lambda: _PipeProtocol(reader), pipe)
+        await loop.create_unix_connection(lambda: _LogProtocol(reader), sock=sock)
     except BaseException:
-        pipe.close()
+        sock.close()
         raise
     return reader

@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol
 from workers.adopted import AdoptedProcess
 from workers.environment import INHERITED_KEYS
 from workers.errors import WorkerError
-from workers.output import pipe_reader
+from workers.output import channel_reader, log_channel
 from workers.protocol import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
 
 # Control requests are small and a zygote answers them at once (a fork takes a few ms).
@@ -140,21 +140,22 @@ class ZygoteLink:
     async def fork(self, request: Mapping[str, Any]) -> Forked:
         """Have the zygote fork a worker or a model zygote; return it, adopted."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        log_r, log_w = os.pipe()
+        log_ours, log_theirs = log_channel()
         try:
             try:
-                answer = await self.request({**request, "t": "fork"}, [child_end.fileno(), log_w])
+                fds = [child_end.fileno(), log_theirs.fileno()]
+                answer = await self.request({**request, "t": "fork"}, fds)
             finally:
                 child_end.close()
-                os.close(log_w)
+                log_theirs.close()
             if answer.get("t") != "forked":
                 raise ZygoteBroken(f"{self.kind} zygote refused to fork: {answer.get('message')}")
             process = AdoptedProcess(int(answer["pid"]))
-            output = await pipe_reader(log_r)
+            output = await channel_reader(log_ours)
         except BaseException:
             parent_end.close()
-            with contextlib.suppress(OSError):
-                os.close(log_r)
+            # A no-op once the reader took it.
+            log_ours.close()
             raise
         return Forked(process, parent_end, output)
 
