@@ -156,6 +156,7 @@ def build_app(
         clock=clock,
         region_concurrency=settings.quotas.region_concurrency,
         max_payload_bytes=settings.quotas.max_payload_bytes,
+        body_timeout_s=settings.server.body_timeout_s,
         telemetry=telemetry,
     )
     control = ControlPlane(
@@ -169,6 +170,7 @@ def build_app(
             mb_per_vcpu=settings.pool.mb_per_vcpu,
         ),
         verifier,
+        body_timeout_s=settings.server.body_timeout_s,
     )
     app = web.Application(
         # Bodies are read by the handlers themselves, within their own limits.
@@ -190,5 +192,6 @@ def build_app(
     app.router.add_get("/health", health)
     if metrics_page is not None:
         app.router.add_get("/metrics", metrics_handler(metrics_page))
-    app.router.add_route("*", "/{tail:.*}", make_dispatch(runtime, control, log))
+    # Every other path, newlines (%0A) included, gets an answer in the wire's own shape.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", make_dispatch(runtime, control, log))
     return app

@@ -6,23 +6,38 @@ refused without reading its payload.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.errors import ServiceError, validation_error
+from gateway.errors import ServiceError, request_timeout, validation_error
 from gateway.sigv4 import Principal, Verifier, parse_authorization
 
 
 async def read_body(
     request: web.Request,
     limit: int,
+    timeout_s: float,
     field: str = "body",
     error: Callable[[str], ServiceError] = validation_error,
 ) -> bytes:
-    """Read the whole request body, refusing one over ``limit`` bytes without reading
-    more than ``limit + 1`` of it. Raises ``error`` (by default the runtime's
-    ValidationError) naming ``field``."""
+    """Read the whole request body within ``timeout_s``, refusing one over ``limit`` bytes
+    without reading more than ``limit + 1`` of it. Raises ``error`` (by default the
+    runtime's ValidationError) naming ``field``, or RequestTimeoutException (408) when the
+    client is too slow."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_within(request, limit, field, error)
+    except TimeoutError:
+        raise request_timeout(
+            f"The request body was not received within {timeout_s:g} seconds"
+        ) from None
+
+
+async def _read_within(
+    request: web.Request, limit: int, field: str, error: Callable[[str], ServiceError]
+) -> bytes:
     too_large = error(
         f"1 validation error detected: Value at '{field}' failed to satisfy constraint: "
         f"Member must have length less than or equal to {limit}"
@@ -48,15 +63,16 @@ async def authenticate(
     *,
     now: float,
     body_limit: int,
+    body_timeout_s: float,
     error: Callable[[str], ServiceError] = validation_error,
 ) -> tuple[Principal, bytes]:
     """Verify the request's signature; return who signed it and the body.
 
     Raises SigV4Error for a missing or bad signature and ServiceError for a body over
-    ``body_limit``.
+    ``body_limit`` or not received within ``body_timeout_s``.
     """
     parsed = parse_authorization(request.headers.get("Authorization"))
-    body = await read_body(request, body_limit, error=error)
+    body = await read_body(request, body_limit, body_timeout_s, error=error)
     # The path exactly as received: yarl's parts may decode or re-encode it.
     raw_path, _, query = request.raw_path.partition("?")
     principal = verifier.verify(

@@ -56,6 +56,13 @@ def throttling(message: str | None = None) -> ServiceError:
     return ServiceError(400, "ThrottlingException", message)
 
 
+def request_timeout(message: str) -> ServiceError:
+    # Unconfirmed what SageMaker's front end answers a client that stalls mid-body; AWS
+    # front ends answer 408 and close the connection, which botocore surfaces as a
+    # ClientError with this code.
+    return ServiceError(408, "RequestTimeoutException", message, headers={"Connection": "close"})
+
+
 def service_unavailable(message: str) -> ServiceError:
     return ServiceError(503, "ServiceUnavailable", message)
 

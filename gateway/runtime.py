@@ -110,6 +110,7 @@ class Runtime:
         clock: Clock,
         region_concurrency: int,
         max_payload_bytes: int,
+        body_timeout_s: float,
         telemetry: Telemetry,
     ) -> None:
         self._telemetry = telemetry
@@ -120,6 +121,7 @@ class Runtime:
         self._clock = clock
         self._region_concurrency = region_concurrency
         self._max_payload_bytes = max_payload_bytes
+        self._body_timeout_s = body_timeout_s
 
     async def invoke(
         self, request: web.Request, raw_name: str, ctx: InvocationContext
@@ -163,6 +165,7 @@ class Runtime:
             self._verifier,
             now=self._clock.wall(),
             body_limit=self._max_payload_bytes,
+            body_timeout_s=self._body_timeout_s,
         )
         ctx.account_id = principal.account_id
         ctx.region = principal.region

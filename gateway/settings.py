@@ -331,6 +331,13 @@ class ServerSettings:
         "log pipelines.",
         _one_of("text", "json"),
     )
+    body_timeout_s: float = _setting(
+        60.0,
+        "Seconds a client may take to send a request's body; a slower one gets 408 "
+        "RequestTimeoutException and its connection is closed, so stalled senders cannot "
+        "pile up.",
+        _positive,
+    )
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -54,9 +54,10 @@ MAX_CONTROL_BODY: Final = 1024 * 1024
 class ControlPlane:
     """Serves ``POST /`` control-plane requests."""
 
-    def __init__(self, services: Services, verifier: Verifier) -> None:
+    def __init__(self, services: Services, verifier: Verifier, *, body_timeout_s: float) -> None:
         self._services = services
         self._verifier = verifier
+        self._body_timeout_s = body_timeout_s
 
     async def handle(self, request: web.Request, request_id: str) -> web.Response:
         """Run one operation. Raises ServiceError or SigV4Error; the router maps them."""
@@ -66,6 +67,7 @@ class ControlPlane:
             self._verifier,
             now=self._services.clock.wall(),
             body_limit=MAX_CONTROL_BODY,
+            body_timeout_s=self._body_timeout_s,
             error=validation_exception,
         )
         body = validate(INPUT_SHAPES[name], parse_body(raw), root=name)
