@@ -295,23 +295,29 @@ async def soak(seconds: float, folder: Path) -> dict[str, object]:
         began = time.perf_counter()
         await run.phase(seconds, tally)
         elapsed = time.perf_counter() - began
-        end = await run.at_rest()
-    growth = grew(start, end)
-    report = tally.as_json()
+        try:
+            end: Resources | None = await run.at_rest()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            # The gateway died or never settled: reported, not a crash of the soak.
+            run.client_errors.insert(0, f"at rest after the load: {error!r}")
+            end = None
+        exit_status = ours.proc.returncode
+    growth = grew(start, end) if end is not None else {"met": False}
     clean = not (tally.lost or tally.server_errors or tally.errors or tally.wrong_answers)
     return {
         "soak": {
             "seconds": round(elapsed, 1),
-            **report,
+            **tally.as_json(),
             "requests_per_s": round(tally.requests / elapsed, 1),
             "gateway": {
+                "exit_status_during_run": exit_status,
                 "start": vars(start),
-                "end": vars(end),
+                "end": vars(end) if end is not None else None,
                 "under_load": [vars(s) for s in run.samples],
                 "growth": growth,
             },
             "client_errors": run.client_errors[:10],
-            "ok": clean and bool(growth["met"]) and tally.ok > 0,
+            "ok": clean and bool(growth["met"]) and tally.ok > 0 and exit_status is None,
         }
     }
 

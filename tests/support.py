@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from workers.kernel import MODEL_ZYGOTE_NAME, RUNTIME_ZYGOTE_NAME, WORKER_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 READY_LINE = re.compile(r"accepting invocations on (http://[A-Za-z0-9.:\[\]-]+)")
 
 # Every SageMaker control-plane operation Coldbrew serves, as the tests expect them.
@@ -197,6 +200,31 @@ class Gateway:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
         return self.proc.wait(timeout=timeout)
+
+
+def scrape(gw: Gateway) -> list[tuple[str, dict[str, str], float]]:
+    """The gateway's /metrics page as (name, labels, value) samples."""
+    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        labels = dict(LABEL.findall(match.group(3) or ""))
+        samples.append((match.group(1), labels, float(match.group(4))))
+    return samples
+
+
+def value(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels``."""
+    return sum(
+        v
+        for n, have, v in samples
+        if n == name and all(have.get(key) == want for key, want in labels.items())
+    )
 
 
 def runtime_client(

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 import threading
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,37 +15,16 @@ import pytest
 from botocore.exceptions import ClientError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.support import Gateway, clean_env, running_gateway, toml_config, wait_until
+from tests.support import (
+    clean_env,
+    running_gateway,
+    scrape,
+    toml_config,
+    value,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
-
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def scrape(gw: Gateway) -> list[tuple[str, dict[str, str], float]]:
-    """The gateway's /metrics page as (name, labels, value) samples."""
-    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = response.read().decode()
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"not a sample line: {line!r}"
-        labels = dict(LABEL.findall(match.group(3) or ""))
-        samples.append((match.group(1), labels, float(match.group(4))))
-    return samples
-
-
-def value(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
-    """The sum of the samples named ``name`` whose labels include ``labels``."""
-    return sum(
-        v
-        for n, have, v in samples
-        if n == name and all(have.get(key) == want for key, want in labels.items())
-    )
 
 
 def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
