@@ -261,7 +261,13 @@ def _imported_since(
     for name in sys.modules.keys() - before:
         if name == program_module or name.startswith("_coldbrew_program_"):
             continue
-        location = getattr(sys.modules.get(name), "__file__", None)
+        module = sys.modules.get(name)
+        # Aliases (``__mp_main__``) and modules that extensions register under a name of
+        # their own (Cython's shared ``_cython_3_x``) cannot be imported by that name.
+        spec = getattr(module, "__spec__", None)
+        if spec is None or spec.name != name:
+            continue
+        location = getattr(module, "__file__", None)
         if location and Path(location).resolve().is_relative_to(root):
             continue
         names.add(name)
