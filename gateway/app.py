@@ -10,8 +10,7 @@ from typing import Final, Protocol
 
 from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Sampler
 
 from gateway.admission import AdmissionStore, LocalAdmission
 from gateway.artifacts import ArtifactStore
@@ -27,6 +26,7 @@ from gateway.settings import Settings, effective_credentials
 from gateway.sigv4 import Credential, Verifier
 from gateway.telemetry.live import LiveState
 from gateway.telemetry.recorder import Telemetry
+from gateway.telemetry.spans import SpanBatch
 from workers import TRACING_MODULES, Placer, PoolManager, detect_enforcer
 
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -101,9 +101,9 @@ def build_app(
     log: logging.Logger,
     placer: Placer | None = None,
     meter_provider: MeterProvider | None = None,
-    tracer_provider: TracerProvider | None = None,
+    spans: SpanBatch | None = None,
+    sampler: Sampler | None = None,
     metrics_page: MetricsPage | None = None,
-    span_sink: Callable[[ReadableSpan], None] | None = None,
 ) -> web.Application:
     """The aiohttp application. The registry is the caller's (opened before, closed
     after); worker pools and endpoint transitions live exactly as long as the app runs,
@@ -120,7 +120,7 @@ def build_app(
         now=clock.monotonic,
         zygotes=pool_settings.zygotes,
         # When traced, workers import the tracing SDK: have the zygote hold it already.
-        preload=(*pool_settings.preload, *(TRACING_MODULES if tracer_provider else ())),
+        preload=(*pool_settings.preload, *(TRACING_MODULES if spans is not None else ())),
         learned_path=state_dir / "learned-imports.json",
         placer=placer,
     )
@@ -142,11 +142,11 @@ def build_app(
     verifier = Verifier(credential_lookup(settings).get, max_skew_s=settings.auth.max_clock_skew_s)
     telemetry = Telemetry(
         meter_provider=meter_provider or MeterProvider(),
-        tracer_provider=tracer_provider,
+        spans=spans,
+        sampler=sampler,
         gauges=LiveState(
             pools, deployments, admission, settings.quotas.region_concurrency
         ).sources(),
-        span_sink=span_sink,
     )
     runtime = Runtime(
         deployments=deployments,

@@ -8,10 +8,12 @@ every worker and wait for each to exit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
 
 import uvloop
 from aiohttp import web
@@ -21,8 +23,10 @@ from gateway.bootstrap import deploy_declared, deploy_demo
 from gateway.clock import Clock
 from gateway.registry import Registry
 from gateway.settings import Settings, check_bind_safety
+from gateway.telemetry.exporter import exporting_spans
 from gateway.telemetry.prometheus import PrometheusReader
 from gateway.telemetry.setup import build_providers
+from gateway.telemetry.spans import SpanBatch
 
 LOG = logging.getLogger("coldbrew")
 
@@ -58,23 +62,43 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
         page = PrometheusReader()
         providers = build_providers(os.environ, [page.reader], LOG)
         try:
-            app = build_app(
-                settings,
-                registry=registry,
-                clock=clock,
-                log=LOG,
-                placer=placer,
-                meter_provider=providers.meter_provider,
-                tracer_provider=providers.tracer_provider if providers.tracing else None,
-                metrics_page=page,
-                span_sink=providers.span_processor.on_end if providers.span_processor else None,
-            )
-            await run_app(app, settings)
+            async with span_batch(providers.tracing) as spans:
+                app = build_app(
+                    settings,
+                    registry=registry,
+                    clock=clock,
+                    log=LOG,
+                    placer=placer,
+                    meter_provider=providers.meter_provider,
+                    spans=spans,
+                    sampler=providers.sampler,
+                    metrics_page=page,
+                )
+                await run_app(app, settings)
         finally:
             # Flushes what is still to export; bounded by the exporters' own timeouts.
             await asyncio.to_thread(providers.shutdown)
     finally:
         registry.close()
+
+
+@contextlib.asynccontextmanager
+async def span_batch(tracing: bool) -> AsyncIterator[SpanBatch | None]:
+    """Where the gateway's spans go while it runs: None when not tracing; otherwise a
+    batch whose every flush goes to the span exporter process, which outlives the app
+    just long enough to export its last spans."""
+    if not tracing:
+        yield None
+        return
+    spans: SpanBatch | None = None
+
+    def flush() -> None:
+        if spans is not None:
+            spans.flush()
+
+    async with exporting_spans(os.environ, LOG, flush=flush) as pipe:
+        spans = SpanBatch(pipe.send)
+        yield spans
 
 
 async def run_app(app: web.Application, settings: Settings) -> None:

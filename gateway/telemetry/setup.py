@@ -3,8 +3,9 @@
 attributes, batch and export intervals, all read by the OpenTelemetry SDK itself).
 
 With no OTLP endpoint set nothing is exported and nothing slows down: spans are not
-even recorded, and metrics feed only the Prometheus page. Export runs on the SDK's own
-threads, so a slow or absent collector loses telemetry, never invocations.
+even recorded, and metrics feed only the Prometheus page. Spans are exported by a process
+of their own (see exporter) and metrics on the SDK's thread, so a slow or absent
+collector loses telemetry, never invocations.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
 
 from gateway.telemetry import catalog
 
@@ -31,14 +33,14 @@ SERVICE_NAME = "coldbrew-gateway"
 
 @dataclass(frozen=True, slots=True)
 class Providers:
-    tracer_provider: TracerProvider
     meter_provider: MeterProvider
-    tracing: bool  # spans are exported somewhere; otherwise the gateway does not make them
-    span_processor: SpanProcessor | None = None  # where spans made elsewhere are handed
+    # Spans are exported (by the exporter process); otherwise the gateway makes none.
+    tracing: bool
+    # Which traces to keep, from OTEL_TRACES_SAMPLER (default: parent-based, always on).
+    sampler: Sampler
 
     def shutdown(self) -> None:
-        """Flush and stop exporting (at gateway shutdown)."""
-        self.tracer_provider.shutdown()
+        """Flush and stop exporting metrics (at gateway shutdown)."""
         self.meter_provider.shutdown()
 
 
@@ -109,13 +111,11 @@ def build_providers(
     OTEL_RESOURCE_ATTRIBUTES (the SDK reads them); the default service name is
     coldbrew-gateway."""
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
-    tracer_provider = TracerProvider(resource=resource)
     metric_readers = list(readers)
     tracing = wants_otlp(environ, "traces")
-    processor: SpanProcessor | None = None
     if tracing:
-        processor = BatchSpanProcessor(otlp_span_exporter(protocol(environ, "traces")))
-        tracer_provider.add_span_processor(processor)
+        # Spans are exported by the exporter process (see exporter), which builds the
+        # OTLP exporter from the same variables.
         log.info("exporting traces over OTLP (%s)", protocol(environ, "traces"))
     if wants_otlp(environ, "metrics"):
         metric_exporter = otlp_metric_exporter(protocol(environ, "metrics"))
@@ -124,4 +124,5 @@ def build_providers(
     meter_provider = MeterProvider(
         resource=resource, metric_readers=metric_readers, views=histogram_views()
     )
-    return Providers(tracer_provider, meter_provider, tracing, processor)
+    # The SDK reads OTEL_TRACES_SAMPLER and its argument when a provider is made.
+    return Providers(meter_provider, tracing, TracerProvider().sampler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,10 @@ from botocore.exceptions import ClientError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support import (
+    Gateway,
+    children_of,
     clean_env,
+    is_running,
     running_gateway,
     scrape,
     toml_config,
@@ -25,6 +29,16 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def traces_to(url: str, **extra: str) -> dict[str, str]:
+    """A gateway environment exporting spans to ``url`` quickly, and no metrics."""
+    return clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=url,
+        OTEL_BSP_SCHEDULE_DELAY="50",
+        OTEL_METRICS_EXPORTER="none",
+        **extra,
+    )
 
 
 def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
@@ -129,12 +143,7 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     """Two calls to a zero-scaled endpoint, exported over OTLP/HTTP: two SERVER spans
     named after the endpoint, faas.coldstart true then false, the first with a cold-start
     child span naming its tier; a caller's traceparent is continued."""
-    env = clean_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_BSP_SCHEDULE_DELAY="50",
-        OTEL_METRICS_EXPORTER="none",
-    )
+    env = traces_to(receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
     config = toml_config(tmp_path / "state", endpoints={"behave": {}})
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -191,11 +200,7 @@ def test_json_logs_carry_trace_ids_and_worker_output_its_request(
     """With log_format = json every log line is a JSON object; the invocation's debug
     line carries its trace and span ids, and what the model printed carries endpoint,
     worker and the request id the caller got back."""
-    env = clean_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_BSP_SCHEDULE_DELAY="50",
-        OTEL_METRICS_EXPORTER="none",
-    )
+    env = traces_to(receiver.url)
     config = toml_config(
         tmp_path / "state",
         endpoints={"behave": {}},
@@ -256,12 +261,10 @@ def test_spans_over_otlp_grpc(tmp_path: Path) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        env = clean_env(
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        env = traces_to(
+            f"http://127.0.0.1:{port}",
             OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
             OTEL_EXPORTER_OTLP_INSECURE="true",
-            OTEL_BSP_SCHEDULE_DELAY="50",
-            OTEL_METRICS_EXPORTER="none",
         )
         config = toml_config(tmp_path / "state", endpoints={"echo": {}})
         with running_gateway(tmp_path, config, env=env) as gw:
@@ -305,11 +308,7 @@ def test_a_bad_collector_loses_telemetry_not_invocations(tmp_path: Path, collect
 def test_spans_the_model_makes_join_the_trace(tmp_path: Path, receiver: Receiver) -> None:
     """A span the handler creates in its worker arrives at the collector in the same
     trace, as a child of the invocation's server span."""
-    env = clean_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_BSP_SCHEDULE_DELAY="50",
-        OTEL_METRICS_EXPORTER="none",
-    )
+    env = traces_to(receiver.url)
     config = toml_config(tmp_path / "state", endpoints={"traced": {}})
     with running_gateway(tmp_path, config, env=env) as gw:
         gw.runtime().invoke_endpoint(EndpointName="traced", Body=b"12345")["Body"].read()
@@ -323,3 +322,43 @@ def test_spans_the_model_makes_join_the_trace(tmp_path: Path, receiver: Receiver
     assert model.trace_id == server.trace_id
     assert model.parent_span_id == server.span_id
     assert attributes(model)["model.input_bytes"] == 5
+
+
+def exporter_pids(gw: Gateway) -> list[int]:
+    """The gateway's span exporter process (a child running gateway.telemetry.exporter)."""
+    found = []
+    for pid in children_of(gw.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"gateway.telemetry.exporter" in cmdline:
+            found.append(pid)
+    return found
+
+
+def test_spans_are_exported_by_a_process_that_dies_with_the_gateway(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Tracing runs one exporter process beside the gateway; a caller whose traceparent
+    says not sampled gets no span; a SIGKILLed gateway takes the exporter with it."""
+    env = traces_to(receiver.url)
+    config = toml_config(tmp_path / "state", endpoints={"echo": {}})
+    unsampled = "0af7651916cd43dd8448eb211c80319c"
+
+    def not_sampled(request: Any, **_: Any) -> None:
+        request.headers["traceparent"] = f"00-{unsampled}-b7ad6b7169203331-00"
+
+    with running_gateway(tmp_path, config, env=env) as gw:
+        (exporter,) = wait_until(lambda: exporter_pids(gw), timeout=30, what="the exporter")
+        rt = gw.runtime()
+        rt.meta.events.register("before-sign.sagemaker-runtime.InvokeEndpoint", not_sampled)
+        rt.invoke_endpoint(EndpointName="echo", Body=b"unsampled")
+        gw.runtime().invoke_endpoint(EndpointName="echo", Body=b"sampled")
+        wait_until(receiver.server_spans, timeout=30, what="the sampled call's span")
+        assert [
+            span.trace_id.hex() for span in receiver.spans if span.trace_id.hex() == unsampled
+        ] == []
+        assert len(receiver.server_spans()) == 1
+        gw.stop(signal.SIGKILL)
+        wait_until(lambda: not is_running(exporter), timeout=10, what="the exporter to die")

@@ -1,0 +1,196 @@
+"""The span exporter process: OTLP encoding and sending, away from the event loop.
+
+Turning spans into protobuf and posting them is most of what tracing costs; on a thread
+of the gateway it competes with every request for the interpreter lock. So the gateway
+writes batches of span records (see ``records``) to this process's stdin, and this
+process feeds them to the SDK's BatchSpanProcessor with the OTLP exporter the standard
+``OTEL_*`` variables configure (endpoint, protocol, headers, batch sizes and delays,
+resource attributes, service name).
+
+Frames on stdin: a 4-byte big-endian length, then a JSON list of records. At end of input
+the process flushes what it holds (bounded by the exporter's own timeout) and exits.
+It dies with the gateway (parent-death signal), so a SIGKILLed gateway leaves no
+exporter behind.
+
+Gateway side: ``exporting_spans`` runs the process for the length of a block and gives a
+sink for ``SpanBatch``. The sink never blocks: when the process falls behind (a slow or
+absent collector) by more than ``MAX_BACKLOG_BYTES``, batches are dropped and counted, so
+a collector loses telemetry, never invocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, BinaryIO, Final
+
+import orjson
+
+from gateway.telemetry.records import HashedResource, to_readable
+
+FRAME_HEADER: Final = struct.Struct(">I")
+# What may wait in the pipe to the exporter before batches are dropped.
+MAX_BACKLOG_BYTES: Final = 8 * 1024 * 1024
+# A partial batch is handed over at least this often.
+FLUSH_INTERVAL_S: Final = 0.1
+# How long the exporter may take to flush at shutdown (its HTTP timeout is 10 s).
+STOP_DEADLINE_S: Final = 15.0
+# The exporter's environment: the OTEL_* settings and what reaching a collector may need
+# (proxies, CA bundles), never the gateway's other variables (credentials among them).
+PASSED_PREFIXES: Final = ("OTEL_", "GRPC_", "SSL_CERT_", "LC_")
+PASSED_NAMES: Final = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "PYTHONPATH",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+
+Sink = Callable[[list[dict[str, Any]]], None]
+
+
+def exporter_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in environ.items()
+        if key in PASSED_NAMES or key.startswith(PASSED_PREFIXES)
+    }
+
+
+class ExporterPipe:
+    """The gateway's end of the exporter process: frames written without blocking,
+    dropped when the process is gone or too far behind."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log: logging.Logger) -> None:
+        assert proc.stdin is not None
+        self._proc = proc
+        self._stdin = proc.stdin
+        self._log = log
+        self.dropped_spans = 0
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        transport = self._stdin.transport
+        if self._proc.returncode is not None or transport.is_closing():
+            self._drop(batch, f"the span exporter exited with status {self._proc.returncode}")
+            return
+        if transport.get_write_buffer_size() > MAX_BACKLOG_BYTES:
+            self._drop(batch, "the span exporter is behind (is the collector slow or down?)")
+            return
+        payload = orjson.dumps(batch)
+        self._stdin.write(FRAME_HEADER.pack(len(payload)) + payload)
+
+    def _drop(self, batch: list[dict[str, Any]], why: str) -> None:
+        if self.dropped_spans == 0:
+            self._log.warning("dropping spans: %s", why)
+        self.dropped_spans += len(batch)
+
+
+@contextlib.asynccontextmanager
+async def exporting_spans(
+    environ: Mapping[str, str], log: logging.Logger, flush: Callable[[], None] | None = None
+) -> AsyncIterator[ExporterPipe]:
+    """Run the exporter process for the block; yield its pipe. ``flush`` (the span
+    batch's) is called every ``FLUSH_INTERVAL_S`` and once more before the pipe closes.
+    On the way out the process gets end of input and up to ``STOP_DEADLINE_S`` to flush,
+    then SIGKILL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.telemetry.exporter",
+        stdin=asyncio.subprocess.PIPE,
+        env=exporter_environment(environ),
+    )
+    pipe = ExporterPipe(proc, log)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            ticker = tasks.create_task(_flush_every(FLUSH_INTERVAL_S, flush))
+            try:
+                yield pipe
+            finally:
+                ticker.cancel()
+                if flush is not None:
+                    flush()
+    finally:
+        await _stop(proc, log)
+        if pipe.dropped_spans:
+            log.warning("dropped %d spans the exporter could not take", pipe.dropped_spans)
+
+
+async def _flush_every(interval_s: float, flush: Callable[[], None] | None) -> None:
+    if flush is None:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        flush()
+
+
+async def _stop(proc: asyncio.subprocess.Process, log: logging.Logger) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        async with asyncio.timeout(STOP_DEADLINE_S):
+            await proc.wait()
+    except TimeoutError:
+        log.warning("the span exporter did not finish flushing; stopping it")
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+# ------------------------------------------------------------------- the process
+
+
+def read_frames(stream: BinaryIO) -> Any:
+    """Yield each frame's decoded batch until end of input (a torn last frame ends it)."""
+    while True:
+        header = stream.read(FRAME_HEADER.size)
+        if len(header) < FRAME_HEADER.size:
+            return
+        (size,) = FRAME_HEADER.unpack(header)
+        payload = stream.read(size)
+        if len(payload) < size:
+            return
+        yield orjson.loads(payload)
+
+
+def main() -> int:
+    """Export span records read from stdin until end of input."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from gateway.telemetry.setup import SERVICE_NAME, otlp_span_exporter, protocol
+    from workers.kernel import die_with_parent
+
+    die_with_parent(os.getppid())
+    service = os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)
+    resource = HashedResource(Resource.create({"service.name": service}))
+    processor = BatchSpanProcessor(otlp_span_exporter(protocol(os.environ, "traces")))
+    try:
+        for batch in read_frames(sys.stdin.buffer):
+            for record in batch if isinstance(batch, list) else ():
+                try:
+                    span = to_readable(record, resource)
+                except (KeyError, TypeError, ValueError):
+                    continue  # a malformed span (model code's) is dropped, not fatal
+                processor.on_end(span)
+    finally:
+        processor.shutdown()  # type: ignore[no-untyped-call]  # flushes; the SDK's own bound
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
