@@ -15,7 +15,6 @@ import json
 import math
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -337,10 +335,7 @@ def gateway_argv(config: Path) -> list[str]:
 
 # ------------------------------------------------------------------- collector
 
-OTLP_PATHS = ("/v1/traces", "/v1/metrics")
-PROTOBUF = "application/x-protobuf"
-# One export is at most a batch of spans or one metrics snapshot; far below this.
-COLLECTOR_MAX_BODY = 64 * 1024 * 1024
+COLLECTOR = ROOT / "loadtests" / "collector.py"
 
 
 @dataclass(frozen=True)
@@ -351,55 +346,37 @@ class Received:
     bytes: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Collector:
-    """What a local OTLP/HTTP collector (see ``collecting``) has received, by path."""
+    """A local OTLP/HTTP collector process (see ``collecting``)."""
 
     url: str
-    received: dict[str, Received]
 
-    def count(self, path: str, size: int) -> None:
-        seen = self.received.get(path, Received())
-        self.received[path] = Received(seen.requests + 1, seen.bytes + size)
+    async def received(self) -> dict[str, Received]:
+        """What each OTLP path has received so far."""
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(f"{self.url}/counts") as response,
+        ):
+            counts = await response.json()
+        return {path: Received(**seen) for path, seen in counts.items()}
 
-    def as_json(self) -> dict[str, object]:
+    async def as_json(self) -> dict[str, object]:
         """Totals over every path, and each path's own."""
+        received = await self.received()
         return {
-            "requests": sum(r.requests for r in self.received.values()),
-            "bytes": sum(r.bytes for r in self.received.values()),
-            "by_path": {path: asdict(r) for path, r in self.received.items()},
+            "requests": sum(r.requests for r in received.values()),
+            "bytes": sum(r.bytes for r in received.values()),
+            "by_path": {path: asdict(r) for path, r in received.items()},
         }
 
 
 @contextlib.asynccontextmanager
 async def collecting() -> AsyncIterator[Collector]:
-    """A minimal OTLP/HTTP collector on 127.0.0.1 (a free port) served by this process's
-    loop until the block ends. It accepts POST on ``OTLP_PATHS``, counts requests and body
-    bytes without decoding them, and answers 200 with an empty protobuf body (an empty
-    export response: everything accepted). Bodies over ``COLLECTOR_MAX_BODY`` get 413."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        collector = Collector(
-            f"http://127.0.0.1:{sock.getsockname()[1]}", {path: Received() for path in OTLP_PATHS}
-        )
-
-        async def receive(request: web.Request) -> web.Response:
-            collector.count(request.path, len(await request.read()))
-            return web.Response(body=b"", content_type=PROTOBUF)
-
-        app = web.Application(client_max_size=COLLECTOR_MAX_BODY)
-        app.router.add_routes([web.post(path, receive) for path in OTLP_PATHS])
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        try:
-            await web.SockSite(runner, sock).start()
-            progress(f"started the OTLP collector on {collector.url}")
-            yield collector
-        finally:
-            await runner.cleanup()
-    finally:
-        sock.close()
+    """Run ``collector.py`` (its own process, off the load generator's loop) for the
+    block."""
+    async with serving([sys.executable, str(COLLECTOR)], "otlp collector") as server:
+        yield Collector(server.url)
 
 
 # ---------------------------------------------------------------------- client

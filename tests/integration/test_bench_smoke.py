@@ -28,6 +28,7 @@ SERVERS = {
     "gateway-otel-off-1",
     "gateway-otel-traced",
     "gateway-otel-off-2",
+    "otlp collector",
 }
 TARGETS = {
     "cold_start_from_zero",
