@@ -26,7 +26,7 @@ import logging
 import os
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, BinaryIO, Final
 
 import orjson
@@ -38,6 +38,8 @@ FRAME_HEADER: Final = struct.Struct(">I")
 MAX_BACKLOG_BYTES: Final = 8 * 1024 * 1024
 # A partial batch is handed over at least this often.
 FLUSH_INTERVAL_S: Final = 0.1
+# A dead exporter is replaced at most this often.
+RESTART_INTERVAL_S: Final = 5.0
 # How long the exporter may take to flush at shutdown (its HTTP timeout is 10 s).
 STOP_DEADLINE_S: Final = 15.0
 # The exporter's environment: the OTEL_* settings and what reaching a collector may need
@@ -71,31 +73,66 @@ def exporter_environment(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+async def spawn_exporter(environ: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """Start ``python -m gateway.telemetry.exporter`` with its stdin a pipe to us."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.telemetry.exporter",
+        stdin=asyncio.subprocess.PIPE,
+        env=exporter_environment(environ),
+    )
+
+
 class ExporterPipe:
     """The gateway's end of the exporter process: frames written without blocking,
-    dropped when the process is gone or too far behind."""
+    dropped while the process is gone or too far behind. A process that died is
+    replaced by ``revive``, at most once per ``RESTART_INTERVAL_S``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log: logging.Logger) -> None:
-        assert proc.stdin is not None
-        self._proc = proc
-        self._stdin = proc.stdin
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        spawn: Callable[[], Awaitable[asyncio.subprocess.Process]],
+        log: logging.Logger,
+    ) -> None:
+        self.proc = proc
+        self._spawn = spawn
         self._log = log
+        self._next_restart = 0.0
         self.dropped_spans = 0
+        self._dropping = False
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        transport = self._stdin.transport
-        if self._proc.returncode is not None or transport.is_closing():
-            self._drop(batch, f"the span exporter exited with status {self._proc.returncode}")
+        stdin = self.proc.stdin
+        assert stdin is not None
+        transport = stdin.transport
+        if self.proc.returncode is not None or transport.is_closing():
+            self._drop(batch, f"the span exporter exited with status {self.proc.returncode}")
             return
         if transport.get_write_buffer_size() > MAX_BACKLOG_BYTES:
             self._drop(batch, "the span exporter is behind (is the collector slow or down?)")
             return
+        self._dropping = False
         payload = orjson.dumps(batch)
-        self._stdin.write(FRAME_HEADER.pack(len(payload)) + payload)
+        stdin.write(FRAME_HEADER.pack(len(payload)) + payload)
+
+    async def revive(self, now: float) -> None:
+        """Replace an exporter process that died (it should not: this is the safety net
+        that keeps a crash from ending tracing for the gateway's lifetime)."""
+        if self.proc.returncode is None or now < self._next_restart:
+            return
+        self._next_restart = now + RESTART_INTERVAL_S
+        self._log.warning(
+            "the span exporter exited with status %s; starting a new one", self.proc.returncode
+        )
+        await _stop(self.proc, self._log)
+        self.proc = await self._spawn()
 
     def _drop(self, batch: list[dict[str, Any]], why: str) -> None:
-        if self.dropped_spans == 0:
+        # Logged when dropping starts, not for every batch.
+        if not self._dropping:
             self._log.warning("dropping spans: %s", why)
+            self._dropping = True
         self.dropped_spans += len(batch)
 
 
@@ -104,20 +141,17 @@ async def exporting_spans(
     environ: Mapping[str, str], log: logging.Logger, flush: Callable[[], None] | None = None
 ) -> AsyncIterator[ExporterPipe]:
     """Run the exporter process for the block; yield its pipe. ``flush`` (the span
-    batch's) is called every ``FLUSH_INTERVAL_S`` and once more before the pipe closes.
-    On the way out the process gets end of input and up to ``STOP_DEADLINE_S`` to flush,
-    then SIGKILL."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway.telemetry.exporter",
-        stdin=asyncio.subprocess.PIPE,
-        env=exporter_environment(environ),
-    )
-    pipe = ExporterPipe(proc, log)
+    batch's) is called every ``FLUSH_INTERVAL_S`` and once more before the pipe closes;
+    a dead exporter is replaced on the same beat. On the way out the process gets end of
+    input and up to ``STOP_DEADLINE_S`` to flush, then SIGKILL."""
+
+    async def spawn() -> asyncio.subprocess.Process:
+        return await spawn_exporter(environ)
+
+    pipe = ExporterPipe(await spawn(), spawn, log)
     try:
         async with asyncio.TaskGroup() as tasks:
-            ticker = tasks.create_task(_flush_every(FLUSH_INTERVAL_S, flush))
+            ticker = tasks.create_task(_tend(pipe, flush))
             try:
                 yield pipe
             finally:
@@ -125,17 +159,20 @@ async def exporting_spans(
                 if flush is not None:
                     flush()
     finally:
-        await _stop(proc, log)
+        await _stop(pipe.proc, log)
         if pipe.dropped_spans:
             log.warning("dropped %d spans the exporter could not take", pipe.dropped_spans)
 
 
-async def _flush_every(interval_s: float, flush: Callable[[], None] | None) -> None:
-    if flush is None:
-        return
+async def _tend(pipe: ExporterPipe, flush: Callable[[], None] | None) -> None:
+    """Every ``FLUSH_INTERVAL_S``: hand over what the batch holds, and replace a dead
+    exporter."""
+    loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(interval_s)
-        flush()
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        if flush is not None:
+            flush()
+        await pipe.revive(loop.time())
 
 
 async def _stop(proc: asyncio.subprocess.Process, log: logging.Logger) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -341,7 +342,8 @@ def test_spans_are_exported_by_a_process_that_dies_with_the_gateway(
     tmp_path: Path, receiver: Receiver
 ) -> None:
     """Tracing runs one exporter process beside the gateway; a caller whose traceparent
-    says not sampled gets no span; a SIGKILLed gateway takes the exporter with it."""
+    says not sampled gets no span; an exporter that dies is replaced; a SIGKILLed gateway
+    takes the exporter with it."""
     env = traces_to(receiver.url)
     config = toml_config(tmp_path / "state", endpoints={"echo": {}})
     unsampled = "0af7651916cd43dd8448eb211c80319c"
@@ -356,9 +358,22 @@ def test_spans_are_exported_by_a_process_that_dies_with_the_gateway(
         rt.invoke_endpoint(EndpointName="echo", Body=b"unsampled")
         gw.runtime().invoke_endpoint(EndpointName="echo", Body=b"sampled")
         wait_until(receiver.server_spans, timeout=30, what="the sampled call's span")
-        assert [
-            span.trace_id.hex() for span in receiver.spans if span.trace_id.hex() == unsampled
-        ] == []
+        assert unsampled not in {span.trace_id.hex() for span in receiver.spans}
         assert len(receiver.server_spans()) == 1
+
+        os.kill(exporter, signal.SIGKILL)
+        (replacement,) = wait_until(
+            lambda: [pid for pid in exporter_pids(gw) if pid != exporter and is_running(pid)],
+            timeout=30,
+            what="a new exporter",
+        )
+        gw.runtime().invoke_endpoint(EndpointName="echo", Body=b"after the crash")
+        wait_until(
+            lambda: len(receiver.server_spans()) == 2,
+            timeout=30,
+            what="the next call's span through the new exporter",
+        )
+        assert "the span exporter exited with status -9; starting a new one" in gw.log()
+
         gw.stop(signal.SIGKILL)
-        wait_until(lambda: not is_running(exporter), timeout=10, what="the exporter to die")
+        wait_until(lambda: not is_running(replacement), timeout=10, what="the exporter to die")
