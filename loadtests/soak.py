@@ -71,7 +71,9 @@ REST_DEADLINE_S = 60.0
 MEMORY_SLACK_MB = 4.0
 FD_SLACK = 0
 WORKER_NAME = "cb-worker"
-ESTABLISHED = "01"
+# TCP states in /proc/net/tcp in which the server still holds the connection's
+# descriptor: ESTABLISHED and CLOSE_WAIT.
+HOLDING_FD = frozenset({"01", "08"})
 CONCURRENCY = re.compile(r"^coldbrew_concurrency\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
@@ -147,26 +149,48 @@ class Resources:
 
 
 def open_fds(pid: int) -> dict[str, int]:
-    """``pid``'s open file descriptors by kind (socket, pipe, anon_inode, file)."""
+    """``pid``'s open file descriptors by kind: file, pipe, anon_inode, and sockets by
+    family and TCP state (a unix socket, a listener, a connection)."""
+    sockets = socket_kinds()
     kinds: Counter[str] = Counter()
     folder = Path(f"/proc/{pid}/fd")
     with contextlib.suppress(OSError):
         for fd in folder.iterdir():
             with contextlib.suppress(OSError):
                 target = os.readlink(fd)
-                kinds[target.partition(":")[0] if ":" in target else "file"] += 1
+                kind = target.partition(":")[0] if ":" in target else "file"
+                if kind == "socket":
+                    kind = sockets.get(target.removeprefix("socket:[").rstrip("]"), "socket")
+                kinds[kind] += 1
     return dict(kinds)
 
 
+def socket_kinds() -> dict[str, str]:
+    """Socket inode -> what it is, from /proc/net (this process's network namespace)."""
+    kinds: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 7:
+                kinds[fields[6]] = "unix socket"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                state = "listen" if fields[3] == "0A" else f"state {fields[3]}"
+                kinds[fields[9]] = f"tcp socket ({state})"
+    return kinds
+
+
 def connections_to(port: int) -> int:
-    """Established TCP connections whose local end is ``port`` on this host (the server's
-    side of every client connection to it)."""
+    """TCP connections whose local end is ``port`` on this host and that still hold a
+    descriptor there: established, or closed by the peer and not yet by the server."""
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 local, state = line.split()[1], line.split()[3]
-                count += int(local.rpartition(":")[2], 16) == port and state == ESTABLISHED
+                count += int(local.rpartition(":")[2], 16) == port and state in HOLDING_FD
     return count
 
 
@@ -195,8 +219,10 @@ class Soak:
     gen: LoadGenerator
     tally: Tally
 
-    def __init__(self, ours: Server) -> None:
+    def __init__(self, ours: Server, workers_dir: Path) -> None:
         self.ours = ours
+        # Where the gateway keeps its workers' private directories.
+        self.workers_dir = workers_dir
         self.samples: list[Resources] = []
         self.started = time.perf_counter()
         self.client_errors: list[str] = []
@@ -248,20 +274,28 @@ class Soak:
             group.create_task(self.sampling(stop_at))
 
     async def at_rest(self) -> Resources:
-        """The gateway's footprint once no worker is left and nothing is in flight."""
+        """The gateway's footprint once no worker is left (nor its private directory,
+        which the gateway removes on a thread of its own), no client is connected and
+        nothing is in flight."""
         pid, url = self.ours.pid, self.ours.url
         port = int(url.rpartition(":")[2])
-        await wait_until(
-            lambda: connections_to(port) == 0, within_s=REST_DEADLINE_S, what="clients gone"
-        )
-        await wait_until(
-            lambda: worker_count(pid) == 0, within_s=REST_DEADLINE_S, what="every worker reaped"
-        )
         deadline = time.monotonic() + REST_DEADLINE_S
         while (flying := await in_use(url)) != 0:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"concurrency in use stayed at {flying:g}")
             await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: worker_count(pid) == 0, within_s=REST_DEADLINE_S, what="every worker reaped"
+        )
+        await wait_until(
+            lambda: not any(self.workers_dir.glob("worker-*")),
+            within_s=REST_DEADLINE_S,
+            what="every worker's private directory removed",
+        )
+        # Last, as the /metrics requests above are connections too.
+        await wait_until(
+            lambda: connections_to(port) == 0, within_s=REST_DEADLINE_S, what="clients gone"
+        )
         return self.sample()
 
 
@@ -287,7 +321,7 @@ async def soak(seconds: float, folder: Path) -> dict[str, object]:
     pool = {"idle_timeout_s": IDLE_TIMEOUT_S}
     config = gateway_config(folder / "soak.toml", folder / "soak-state", endpoints, pool)
     async with serving(gateway_argv(config), "gateway-soak") as ours:
-        run, tally = Soak(ours), Tally()
+        run, tally = Soak(ours, folder / "soak-state" / "workers"), Tally()
         progress(f"soak: warming up for {WARM_UP_S:g} s")
         await run.phase(WARM_UP_S, Tally())
         start = await run.at_rest()

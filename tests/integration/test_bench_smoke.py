@@ -209,7 +209,7 @@ def test_short_soak_loses_nothing_and_leaks_nothing(tmp_path: Path) -> None:
     answered, throttles and cold starts counted as such, no error, concurrency back to 0,
     and the gateway at rest holds exactly the file descriptors it held before."""
     done, out = run_bench(tmp_path, "--soak", "4")
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
     report = json.loads(done.stdout)
     assert json.loads(out.read_text()) == report
     soak = report["soak"]
