@@ -14,12 +14,8 @@ client.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import socket
-
-import uvloop
 from aiohttp import web
+from loopback import serve_until_stopped
 
 PATHS = ("/v1/traces", "/v1/metrics")
 PROTOBUF = "application/x-protobuf"
@@ -27,7 +23,7 @@ PROTOBUF = "application/x-protobuf"
 MAX_BODY = 64 * 1024 * 1024
 
 
-async def serve() -> None:
+def collector_app() -> web.Application:
     counts = {path: {"requests": 0, "bytes": 0} for path in PATHS}
 
     async def receive(request: web.Request) -> web.Response:
@@ -43,21 +39,8 @@ async def serve() -> None:
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_routes([web.post(path, receive) for path in PATHS])
     app.router.add_get("/counts", report)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
-        await web.SockSite(runner, sock).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        print(f"accepting invocations on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    return app
 
 
 if __name__ == "__main__":
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve())
+    serve_until_stopped(collector_app())
