@@ -85,19 +85,12 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
 @contextlib.asynccontextmanager
 async def span_batch(tracing: bool) -> AsyncIterator[SpanBatch | None]:
     """Where the gateway's spans go while it runs: None when not tracing; otherwise a
-    batch whose every flush goes to the span exporter process, which outlives the app
-    just long enough to export its last spans."""
+    batch feeding the span exporter process, which outlives the app just long enough to
+    export its last spans."""
     if not tracing:
         yield None
         return
-    spans: SpanBatch | None = None
-
-    def flush() -> None:
-        if spans is not None:
-            spans.flush()
-
-    async with exporting_spans(os.environ, LOG, flush=flush) as pipe:
-        spans = SpanBatch(pipe.send)
+    async with exporting_spans(os.environ, LOG) as spans:
         yield spans
 
 

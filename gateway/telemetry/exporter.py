@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from gateway.telemetry.records import HashedResource, to_readable
+from gateway.telemetry.spans import SpanBatch
 
 FRAME_HEADER: Final = struct.Struct(">I")
 # What may wait in the pipe to the exporter before batches are dropped.
@@ -61,8 +62,6 @@ PASSED_NAMES: Final = frozenset(
         "no_proxy",
     }
 )
-
-Sink = Callable[[list[dict[str, Any]]], None]
 
 
 def exporter_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -138,40 +137,39 @@ class ExporterPipe:
 
 @contextlib.asynccontextmanager
 async def exporting_spans(
-    environ: Mapping[str, str], log: logging.Logger, flush: Callable[[], None] | None = None
-) -> AsyncIterator[ExporterPipe]:
-    """Run the exporter process for the block; yield its pipe. ``flush`` (the span
-    batch's) is called every ``FLUSH_INTERVAL_S`` and once more before the pipe closes;
-    a dead exporter is replaced on the same beat. On the way out the process gets end of
-    input and up to ``STOP_DEADLINE_S`` to flush, then SIGKILL."""
+    environ: Mapping[str, str], log: logging.Logger
+) -> AsyncIterator[SpanBatch]:
+    """Run the exporter process for the block; yield the span batch that feeds it. The
+    batch is flushed every ``FLUSH_INTERVAL_S`` (a dead exporter is replaced on the same
+    beat) and once more at the end. On the way out the process gets end of input and up
+    to ``STOP_DEADLINE_S`` to flush, then SIGKILL."""
 
     async def spawn() -> asyncio.subprocess.Process:
         return await spawn_exporter(environ)
 
     pipe = ExporterPipe(await spawn(), spawn, log)
+    spans = SpanBatch(pipe.send)
     try:
         async with asyncio.TaskGroup() as tasks:
-            ticker = tasks.create_task(_tend(pipe, flush))
+            ticker = tasks.create_task(_tend(pipe, spans))
             try:
-                yield pipe
+                yield spans
             finally:
                 ticker.cancel()
-                if flush is not None:
-                    flush()
+                spans.flush()
     finally:
         await _stop(pipe.proc, log)
         if pipe.dropped_spans:
             log.warning("dropped %d spans the exporter could not take", pipe.dropped_spans)
 
 
-async def _tend(pipe: ExporterPipe, flush: Callable[[], None] | None) -> None:
+async def _tend(pipe: ExporterPipe, spans: SpanBatch) -> None:
     """Every ``FLUSH_INTERVAL_S``: hand over what the batch holds, and replace a dead
     exporter."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_S)
-        if flush is not None:
-            flush()
+        spans.flush()
         await pipe.revive(loop.time())
 
 
