@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
 from gateway.telemetry import catalog
 
@@ -124,5 +124,7 @@ def build_providers(
     meter_provider = MeterProvider(
         resource=resource, metric_readers=metric_readers, views=histogram_views()
     )
-    # The SDK reads OTEL_TRACES_SAMPLER and its argument when a provider is made.
-    return Providers(meter_provider, tracing, TracerProvider().sampler)
+    # The SDK reads OTEL_TRACES_SAMPLER and its argument when a provider is made; a
+    # gateway that makes no spans needs neither.
+    sampler = TracerProvider().sampler if tracing else DEFAULT_ON
+    return Providers(meter_provider, tracing, sampler)
