@@ -42,6 +42,17 @@ def traces_to(url: str, **extra: str) -> dict[str, str]:
     )
 
 
+def sending_traceparent(gw: Gateway, traceparent: str) -> Any:
+    """A runtime client of ``gw`` whose every InvokeEndpoint carries ``traceparent``."""
+    client = gw.runtime()
+
+    def add_header(request: Any, **_: Any) -> None:
+        request.headers["traceparent"] = traceparent
+
+    client.meta.events.register("before-sign.sagemaker-runtime.InvokeEndpoint", add_header)
+    return client
+
+
 def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
     """After 1 cold and 3 warm invocations, one of them a model error, and 1 throttled
     call, /metrics shows exactly those counts."""
@@ -148,12 +159,8 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     config = toml_config(tmp_path / "state", endpoints={"behave": {}})
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
 
-    def with_traceparent(request: Any, **_: Any) -> None:
-        request.headers["traceparent"] = f"00-{trace_id}-00f067aa0ba902b7-01"
-
     with running_gateway(tmp_path, config, env=env) as gw:
-        rt = gw.runtime()
-        rt.meta.events.register("before-sign.sagemaker-runtime.InvokeEndpoint", with_traceparent)
+        rt = sending_traceparent(gw, f"00-{trace_id}-00f067aa0ba902b7-01")
         rt.invoke_endpoint(EndpointName="behave", Body=b"pid")
         rt.invoke_endpoint(EndpointName="behave", Body=b"pid")
         servers = wait_until(
@@ -209,12 +216,8 @@ def test_json_logs_carry_trace_ids_and_worker_output_its_request(
     )
     trace_id = "0af7651916cd43dd8448eb211c80319c"
 
-    def with_traceparent(request: Any, **_: Any) -> None:
-        request.headers["traceparent"] = f"00-{trace_id}-b7ad6b7169203331-01"
-
     with running_gateway(tmp_path, config, env=env) as gw:
-        rt = gw.runtime()
-        rt.meta.events.register("before-sign.sagemaker-runtime.InvokeEndpoint", with_traceparent)
+        rt = sending_traceparent(gw, f"00-{trace_id}-b7ad6b7169203331-01")
         answer = rt.invoke_endpoint(EndpointName="behave", Body=b"print:json-marker")
         answer["Body"].read()
         request_id = answer["ResponseMetadata"]["RequestId"]
@@ -348,13 +351,9 @@ def test_spans_are_exported_by_a_process_that_dies_with_the_gateway(
     config = toml_config(tmp_path / "state", endpoints={"echo": {}})
     unsampled = "0af7651916cd43dd8448eb211c80319c"
 
-    def not_sampled(request: Any, **_: Any) -> None:
-        request.headers["traceparent"] = f"00-{unsampled}-b7ad6b7169203331-00"
-
     with running_gateway(tmp_path, config, env=env) as gw:
         (exporter,) = wait_until(lambda: exporter_pids(gw), timeout=30, what="the exporter")
-        rt = gw.runtime()
-        rt.meta.events.register("before-sign.sagemaker-runtime.InvokeEndpoint", not_sampled)
+        rt = sending_traceparent(gw, f"00-{unsampled}-b7ad6b7169203331-00")
         rt.invoke_endpoint(EndpointName="echo", Body=b"unsampled")
         gw.runtime().invoke_endpoint(EndpointName="echo", Body=b"sampled")
         wait_until(receiver.server_spans, timeout=30, what="the sampled call's span")
