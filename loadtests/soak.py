@@ -189,7 +189,8 @@ def connections_to(port: int) -> int:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
+                fields = line.split()
+                local, state = fields[1], fields[3]
                 count += int(local.rpartition(":")[2], 16) == port and state in HOLDING_FD
     return count
 
