@@ -13,9 +13,8 @@ from opentelemetry.trace import Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.telemetry.instruments import GaugeSource, Instruments
-from gateway.telemetry.spans import LightTracer, SpanBatch
+from gateway.telemetry.spans import GATEWAY_SCOPE, LightTracer, SpanBatch
 
-SCOPE = "coldbrew.gateway"
 # The SDK's default: keep a trace unless the caller's traceparent says not sampled.
 DEFAULT_SAMPLER: Sampler = DEFAULT_ON
 
@@ -44,7 +43,7 @@ class Telemetry:
             if spans is not None
             else trace.NoOpTracer()
         )
-        self.instruments = Instruments(meter_provider.get_meter(SCOPE), dict(gauges or {}))
+        self.instruments = Instruments(meter_provider.get_meter(GATEWAY_SCOPE), dict(gauges or {}))
         self._propagator = TraceContextTextMapPropagator()
 
     def traceparent(self, span: Span) -> str | None:
