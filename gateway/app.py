@@ -27,7 +27,7 @@ from gateway.sigv4 import Credential, Verifier
 from gateway.telemetry.live import LiveState
 from gateway.telemetry.recorder import Telemetry
 from gateway.telemetry.spans import SpanBatch
-from workers import TRACING_MODULES, Placer, PoolManager, detect_enforcer
+from workers import Placer, PoolManager, detect_enforcer
 
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -119,8 +119,7 @@ def build_app(
         log=logging.getLogger("coldbrew.workers"),
         now=clock.monotonic,
         zygotes=pool_settings.zygotes,
-        # When traced, workers import the tracing SDK: have the zygote hold it already.
-        preload=(*pool_settings.preload, *(TRACING_MODULES if spans is not None else ())),
+        preload=pool_settings.preload,
         learned_path=state_dir / "learned-imports.json",
         placer=placer,
     )

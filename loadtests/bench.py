@@ -18,7 +18,8 @@ and whether it was met:
   of the 1024 MB worker alone;
 - ``telemetry_cost``: throughput at concurrency 16 and the cold-start p50 from zero of a
   gateway exporting traces and metrics over OTLP/HTTP to a local collector process,
-  against the same gateway with no ``OTEL_*`` variable at all.
+  against the same gateway with no ``OTEL_*`` variable at all, both running at once and
+  measured in alternation.
 
 A missed target is reported, not fatal. Every answer must be right (200 with the expected
 body, cold starts naming their tier); a run with errors says so (``ok``) and exits 1.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -159,6 +162,7 @@ class Plan:
     zygote_samples: int
     sklearn_endpoints: int
     spin_s: float
+    telemetry_rounds: int
     burst: int = 100
     concurrency: int = 16
 
@@ -171,6 +175,7 @@ FULL = Plan(
     zygote_samples=20,
     sklearn_endpoints=10,
     spin_s=3.0,
+    telemetry_rounds=6,
 )
 QUICK = Plan(
     warm_up=50,
@@ -180,6 +185,7 @@ QUICK = Plan(
     zygote_samples=5,
     sklearn_endpoints=3,
     spin_s=1.0,
+    telemetry_rounds=2,
 )
 
 
@@ -195,7 +201,20 @@ def p50_ratio(figure: dict[str, object]) -> object:
 
 async def rate(gen: LoadGenerator, server: str, plan: Plan) -> float:
     """Answers per second of the warm endpoint at ``plan.concurrency`` for
-    ``plan.throughput_s``."""
+    ``plan.throughput_s``, its workers brought up first."""
+    await bring_up(gen, server, plan)
+    return await answers_per_s(gen, server, plan, plan.throughput_s)
+
+
+async def bring_up(gen: LoadGenerator, server: str, plan: Plan) -> None:
+    """Bursts of ``plan.concurrency`` requests: as many warm workers, before a clock
+    starts."""
+    for _ in range(3):
+        await asyncio.gather(*(gen.invoke(server, WARM) for _ in range(plan.concurrency)))
+
+
+async def answers_per_s(gen: LoadGenerator, server: str, plan: Plan, seconds: float) -> float:
+    """Answers per second of the warm endpoint at ``plan.concurrency`` for ``seconds``."""
 
     async def one_client(deadline: float) -> int:
         done = 0
@@ -203,11 +222,8 @@ async def rate(gen: LoadGenerator, server: str, plan: Plan) -> float:
             done += await gen.invoke(server, WARM) is not None
         return done
 
-    # Bursts of `concurrency` requests bring up as many workers before the clock starts.
-    for _ in range(3):
-        await asyncio.gather(*(gen.invoke(server, WARM) for _ in range(plan.concurrency)))
     start = time.perf_counter()
-    deadline = start + plan.throughput_s
+    deadline = start + seconds
     counts = await asyncio.gather(*(one_client(deadline) for _ in range(plan.concurrency)))
     return sum(counts) / (time.perf_counter() - start)
 
@@ -541,26 +557,17 @@ def gateway_env(collector: Collector | None) -> dict[str, str]:
     return env
 
 
-@dataclass(frozen=True)
-class TelemetryRun:
-    """One gateway's figures in the telemetry comparison."""
-
-    requests_per_s: float
-    cold_start_p50_s: float
-
-
-async def telemetry_run(
+@contextlib.asynccontextmanager
+async def telemetry_gateway(
     plan: Plan, folder: Path, name: str, collector: Collector | None, errors: list[str]
-) -> TelemetryRun:
-    """A gateway named ``name`` on fresh state, exporting to ``collector`` (None: no
-    telemetry variable at all): the first request to each of ``plan.cold_endpoints`` echo
-    endpoints in turn, then the warm endpoint's throughput. Records an error if its log
-    disagrees on whether traces are exported, or if a traced run exported no span while
-    it was measured."""
-    cold = [TRACED_COLD.format(i) for i in range(plan.cold_endpoints)]
+) -> AsyncIterator[Server]:
+    """A gateway named ``name`` on fresh state with the warm endpoint and
+    ``plan.cold_endpoints`` echo endpoints never called, exporting to ``collector`` (None:
+    no telemetry variable at all). Records an error if its log disagrees on whether
+    traces are exported."""
     endpoints = [
         Endpoint(WARM, ECHO_MODEL, plan.concurrency),
-        *(Endpoint(endpoint, ECHO_MODEL) for endpoint in cold),
+        *(Endpoint(TRACED_COLD.format(i), ECHO_MODEL) for i in range(plan.cold_endpoints)),
     ]
     config = gateway_config(folder / f"{name}.toml", folder / f"{name}-state", endpoints, {})
     async with serving(gateway_argv(config), name, gateway_env(collector)) as ours:
@@ -568,48 +575,63 @@ async def telemetry_run(
         exporting = ours.log.search(EXPORTING_TRACES) is not None
         if exporting != (collector is not None):
             errors.append(f"{name}: logged exporting traces: {exporting}, against its environment")
-        async with client(ours.url, errors, plan.concurrency) as gen:
-            latencies, _ = await first_invocations(gen, ours, cold, BODY, BODY)
-            requests_per_s = await rate(gen, ours.url, plan)
-        # Checked before the stop: the final flush alone would not have cost the runs.
-        traces = (await collector.received())["/v1/traces"] if collector is not None else None
-        if traces is not None and traces.requests == 0:
-            errors.append(f"{name}: no spans reached the collector while it was measured")
-    return TelemetryRun(requests_per_s, statistic(latencies, "p50"))
+        yield ours
 
 
 async def telemetry_cost(plan: Plan, folder: Path, errors: list[str]) -> dict[str, object]:
-    """Three gateways one after the other, all alike but for the environment: off, traced,
-    off. The traced run is compared with the mean of the two off runs, so that a drift of
-    the machine over the three runs (warming up, a neighbour's load) weighs on both sides
-    alike, which a single off run before or after the traced one would not."""
+    """Two gateways alike but for the environment, running at once: one with no
+    ``OTEL_*`` variable, one exporting traces and metrics to a local collector. The load
+    alternates between them, so that a drift of the machine (a neighbour's load, a
+    frequency change) weighs on both alike: the first request to each cold endpoint,
+    one gateway then the other; then ``plan.telemetry_rounds`` throughput windows each,
+    in the order off, traced, traced, off, off, traced, ... An idle gateway costs the
+    other nothing: its workers wait on their sockets."""
+    window_s = plan.throughput_s / 2
+    cold_s: dict[str, list[float]] = {"off": [], "traced": []}
+    rates: dict[str, list[float]] = {"off": [], "traced": []}
     async with collecting() as collector:
-        first = await telemetry_run(plan, folder, "gateway-otel-off-1", None, errors)
-        traced = await telemetry_run(plan, folder, "gateway-otel-traced", collector, errors)
-        second = await telemetry_run(plan, folder, "gateway-otel-off-2", None, errors)
+        async with (
+            telemetry_gateway(plan, folder, "gateway-otel-off", None, errors) as off,
+            telemetry_gateway(plan, folder, "gateway-otel-traced", collector, errors) as traced,
+            # A client each: requests are signed for their host.
+            client(off.url, errors, plan.concurrency) as off_gen,
+            client(traced.url, errors, plan.concurrency) as traced_gen,
+        ):
+            servers = {"off": (off_gen, off), "traced": (traced_gen, traced)}
+            for turn in range(plan.cold_endpoints):
+                for kind in alternating(turn):
+                    gen, server = servers[kind]
+                    cold = [TRACED_COLD.format(turn)]
+                    latencies, _ = await first_invocations(gen, server, cold, BODY, BODY)
+                    cold_s[kind] += latencies
+            for gen, server in servers.values():
+                await bring_up(gen, server.url, plan)
+            for turn in range(plan.telemetry_rounds):
+                for kind in alternating(turn):
+                    gen, server = servers[kind]
+                    rates[kind].append(await answers_per_s(gen, server.url, plan, window_s))
+            # Checked before the stop: the final flush alone would not have cost the runs.
+            if (await collector.received())["/v1/traces"].requests == 0:
+                errors.append("telemetry_cost: no spans reached the collector while measured")
         # Counted after the traced gateway's stop, which flushes what it still held.
         received = await collector.as_json()
-        spans = (await collector.received())["/v1/traces"]
-    if spans.requests == 0 or spans.bytes == 0:
-        errors.append(f"telemetry_cost: the collector received no spans ({spans})")
-    offs = (first, second)
-    off_rate = mean(run.requests_per_s for run in offs)
-    off_p50 = mean(run.cold_start_p50_s for run in offs)
-    rate_lost = round(1 - traced.requests_per_s / off_rate, 4) if off_rate > 0 else None
-    p50_lost = round(traced.cold_start_p50_s / off_p50 - 1, 4) if off_p50 > 0 else None
+    off_rate, traced_rate = mean(rates["off"]), mean(rates["traced"])
+    off_p50, traced_p50 = (statistic(cold_s[kind], "p50") for kind in ("off", "traced"))
+    rate_lost = round(1 - traced_rate / off_rate, 4) if off_rate > 0 else None
+    p50_lost = round(traced_p50 / off_p50 - 1, 4) if off_p50 > 0 else None
     figure = {
         "throughput": {
-            "traced": round(traced.requests_per_s, 3),
+            "traced": round(traced_rate, 3),
             "off": round(off_rate, 3),
-            "off_runs": [round(run.requests_per_s, 3) for run in offs],
+            "windows": {kind: [round(value, 3) for value in rates[kind]] for kind in rates},
+            "window_s": window_s,
             "unit": "requests/s",
             "concurrency": plan.concurrency,
             "lost": rate_lost,
         },
         "cold_start_p50_ms": {
-            "traced": round(traced.cold_start_p50_s * 1e3, 3),
+            "traced": round(traced_p50 * 1e3, 3),
             "off": round(off_p50 * 1e3, 3),
-            "off_runs": [round(run.cold_start_p50_s * 1e3, 3) for run in offs],
             "endpoints": plan.cold_endpoints,
             "lost": p50_lost,
         },
@@ -620,6 +642,11 @@ async def telemetry_cost(plan: Plan, folder: Path, errors: list[str]) -> dict[st
         ),
     }
     return {"telemetry_cost": figure}
+
+
+def alternating(turn: int) -> tuple[str, str]:
+    """Which gateway goes first in this turn: off, traced, then traced, off, and so on."""
+    return ("off", "traced") if turn % 2 == 0 else ("traced", "off")
 
 
 # ------------------------------------------------------------------------ run

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from workers.spec import InvocationResult as InvocationResult
     from workers.spec import PoolLimits as PoolLimits
     from workers.spec import WorkerSpec as WorkerSpec
-    from workers.tracing import TRACING_MODULES as TRACING_MODULES
 
 _EXPORTS = {
     "ResponseTooLarge": "workers.errors",
@@ -46,7 +45,6 @@ _EXPORTS = {
     "EnforcerUnavailable": "workers.cgroups",
     "detect_enforcer": "workers.cgroups",
     "Placer": "workers.placement",
-    "TRACING_MODULES": "workers.tracing",
     "PoolManager": "workers.manager",
     "EndpointPool": "workers.pool",
     "PoolClosed": "workers.pool",

@@ -97,7 +97,8 @@ def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_byte
         if header["t"] != "invoke":
             raise ProtocolError(f"unexpected message {header['t']!r}")
         traceparent = header.get("traceparent")
-        if traceparent and tracing is None:
+        # Nothing to do for tracing until model code has imported the tracing API.
+        if traceparent and tracing is None and "opentelemetry.trace" in sys.modules:
             from workers.tracing import WorkerTracing
 
             tracing = WorkerTracing()

@@ -1,11 +1,17 @@
 """Spans that model code makes inside a worker, joined to the invocation's trace.
 
-The gateway passes the invocation's W3C ``traceparent``; on the first such request the
-worker installs an OpenTelemetry SDK tracer provider that keeps finished spans in memory,
-so code like ``trace.get_tracer(__name__).start_as_current_span("preprocess")`` in a
-handler records real spans. They go back to the gateway in the result frame, and the
-gateway exports them with its own. A worker never talks to a collector itself (it has no
-collector settings, and no credentials a collector might need).
+The gateway passes the invocation's W3C ``traceparent``. Model code can make spans only
+through the OpenTelemetry API, so a worker does nothing for tracing until that API is
+imported (``workers.child`` checks before each call); then it installs a tracer provider
+of its own (``workers.spans``: no SDK to import, or to fork with) that keeps finished
+spans, and runs each traced call with the caller's span as the current one. Code like
+``trace.get_tracer(__name__).start_as_current_span("preprocess")`` in a handler then
+records spans of the invocation's trace, under the scope its tracer was named for. They
+go back to the gateway in the result frame, and the gateway exports them with its own. A
+worker never talks to a collector itself (it has no collector settings, and no
+credentials a collector might need).
+
+Model code that imports the API only inside a call joins traces from its next call on.
 """
 
 from __future__ import annotations
@@ -13,75 +19,94 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from opentelemetry import context, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from workers.spans import LightTracer, Record, follow_parent
+
 T = TypeVar("T")
 
-# What a worker imports to trace; a zygote pre-imports these when the gateway traces, so
-# the first traced request of a forked worker does not pay for importing the SDK.
-TRACING_MODULES = (
-    "workers.tracing",
-    "opentelemetry.sdk.trace",
-    "opentelemetry.sdk.trace.export",
-    "opentelemetry.sdk.trace.export.in_memory_span_exporter",
-    "opentelemetry.trace.propagation.tracecontext",
-)
+
+class RecordingTracerProvider(trace.TracerProvider):
+    """Tracers whose finished spans go to ``emit``, scoped by the tracer's name."""
+
+    def __init__(self, emit: Callable[[Record], None]) -> None:
+        self._emit = emit
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> trace.Tracer:
+        return LightTracer(self._emit, instrumenting_module_name, follow_parent)
 
 
 class WorkerTracing:
     """Runs handler calls inside the caller's trace and collects the spans they make."""
 
     def __init__(self) -> None:
-        from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-            InMemorySpanExporter,
-        )
-        from opentelemetry.trace.propagation.tracecontext import (
-            TraceContextTextMapPropagator,
-        )
-
-        self._exporter = InMemorySpanExporter()
-        # No resource detection (2 ms of the first traced call, on the cold path): the
-        # gateway exports these spans under its own resource.
-        provider = TracerProvider(resource=Resource.get_empty())
-        provider.add_span_processor(SimpleSpanProcessor(self._exporter))
-        trace.set_tracer_provider(provider)
-        self._propagator = TraceContextTextMapPropagator()
+        self._finished: list[Record] = []
+        trace.set_tracer_provider(RecordingTracerProvider(self._finished.append))
 
     def run(self, traceparent: str, call: Callable[[], T]) -> T:
         """``call()`` with the caller's span as the current one (exceptions propagate;
-        the spans finished meanwhile wait for ``drain``)."""
-        from opentelemetry import context
-
-        token = context.attach(self._propagator.extract({"traceparent": traceparent}))
+        the spans finished meanwhile wait for ``drain``). A ``traceparent`` that does not
+        parse runs ``call()`` outside any trace."""
+        parent = parse_traceparent(traceparent)
+        if parent is None:
+            return call()
+        token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
         try:
             return call()
         finally:
             context.detach(token)
 
-    def drain(self) -> list[dict[str, Any]]:
-        """The spans finished since the last drain, as plain data for the result frame."""
-        spans = [_plain(span) for span in self._exporter.get_finished_spans()]
-        self._exporter.clear()
+    def drain(self) -> list[Record]:
+        """The spans finished since the last drain, as JSON data for the result frame."""
+        if not self._finished:
+            return []
+        spans = [_plain(record) for record in self._finished]
+        self._finished.clear()
         return spans
 
 
-def _plain(span: Any) -> dict[str, Any]:
-    parent = span.parent
-    attributes = {
-        key: value
-        for key, value in (span.attributes or {}).items()
-        if isinstance(value, str | bool | int | float)
-    }
-    return {
-        "name": span.name,
-        "trace_id": format(span.context.trace_id, "032x"),
-        "span_id": format(span.context.span_id, "016x"),
-        "parent_span_id": format(parent.span_id, "016x") if parent else None,
-        "start": span.start_time,
-        "end": span.end_time,
-        "kind": span.kind.value,
-        "status": span.status.status_code.value,
-        "attributes": attributes,
-    }
+def parse_traceparent(header: str) -> SpanContext | None:
+    """The remote SpanContext a W3C ``traceparent`` names, or None if it is malformed.
+    The gateway wrote it, so this is the version 00 form only, parsed without the
+    propagator's regular expressions (a worker pays this on every traced call)."""
+    parts = header.split("-")
+    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id or len(parts[3]) != 2:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+
+
+def _plain(record: Record) -> Record:
+    """``record`` with only what JSON and OTLP attributes can hold: model code may set
+    any value as an attribute."""
+    plain = {**record, "name": str(record["name"]), "attributes": _attributes(record["attributes"])}
+    events = record.get("events")
+    if events:
+        plain["events"] = [[str(name), time, _attributes(found)] for name, time, found in events]
+    return plain
+
+
+def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {str(key): value for key, value in attributes.items() if _is_attribute(value)}
+
+
+def _is_attribute(value: object) -> bool:
+    if isinstance(value, str | bool | float):
+        return True
+    if isinstance(value, int):
+        return -(1 << 63) <= value < 1 << 63
+    if isinstance(value, list | tuple):
+        return all(isinstance(item, str | bool | int | float) for item in value)
+    return False

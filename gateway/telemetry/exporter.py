@@ -1,19 +1,14 @@
-"""The span exporter process: OTLP encoding and sending, away from the event loop.
+"""The gateway's side of the span exporter process (``exporter_process``).
 
 Turning spans into protobuf and posting them is most of what tracing costs; on a thread
 of the gateway it competes with every request for the interpreter lock. So the gateway
-writes batches of span records (see ``records``) to this process's stdin, and this
-process feeds them to the SDK's BatchSpanProcessor with the OTLP exporter the standard
-``OTEL_*`` variables configure (endpoint, protocol, headers, batch sizes and delays,
-resource attributes, service name).
+writes batches of span records (see ``records``) to the exporter process's stdin, as
+frames: a 4-byte big-endian length, then a JSON list of records. At end of input the
+process sends what it holds (within the export timeout) and exits. It dies with the
+gateway (parent-death signal), so a SIGKILLed gateway leaves no exporter behind.
 
-Frames on stdin: a 4-byte big-endian length, then a JSON list of records. At end of input
-the process flushes what it holds (bounded by the exporter's own timeout) and exits.
-It dies with the gateway (parent-death signal), so a SIGKILLed gateway leaves no
-exporter behind.
-
-Gateway side: ``exporting_spans`` runs the process for the length of a block and gives a
-sink for ``SpanBatch``. The sink never blocks: when the process falls behind (a slow or
+``exporting_spans`` runs the process for the length of a block and gives a sink for
+``SpanBatch``. The sink never blocks: when the process falls behind (a slow or
 absent collector) by more than ``MAX_BACKLOG_BYTES``, batches are dropped and counted, so
 a collector loses telemetry, never invocations.
 """
@@ -23,25 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import orjson
 
-from gateway.telemetry.records import HashedResource, to_readable
+from gateway.telemetry.exporter_process import FRAME_HEADER
 from gateway.telemetry.spans import SpanBatch
 
-FRAME_HEADER: Final = struct.Struct(">I")
 # What may wait in the pipe to the exporter before batches are dropped.
 MAX_BACKLOG_BYTES: Final = 8 * 1024 * 1024
 # A partial batch is handed over at least this often.
 FLUSH_INTERVAL_S: Final = 0.1
 # A dead exporter is replaced at most this often.
 RESTART_INTERVAL_S: Final = 5.0
-# How long the exporter may take to flush at shutdown (its HTTP timeout is 10 s).
+# How long the exporter may take to flush at shutdown (its export timeout is 10 s).
 STOP_DEADLINE_S: Final = 15.0
 # The exporter's environment: the OTEL_* settings and what reaching a collector may need
 # (proxies, CA bundles), never the gateway's other variables (credentials among them).
@@ -73,11 +65,12 @@ def exporter_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 async def spawn_exporter(environ: Mapping[str, str]) -> asyncio.subprocess.Process:
-    """Start ``python -m gateway.telemetry.exporter`` with its stdin a pipe to us."""
+    """Start ``python -m gateway.telemetry.exporter_process`` with its stdin a pipe to
+    us."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.telemetry.exporter",
+        "gateway.telemetry.exporter_process",
         stdin=asyncio.subprocess.PIPE,
         env=exporter_environment(environ),
     )
@@ -184,48 +177,3 @@ async def _stop(proc: asyncio.subprocess.Process, log: logging.Logger) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
-
-
-# ------------------------------------------------------------------- the process
-
-
-def read_frames(stream: BinaryIO) -> Any:
-    """Yield each frame's decoded batch until end of input (a torn last frame ends it)."""
-    while True:
-        header = stream.read(FRAME_HEADER.size)
-        if len(header) < FRAME_HEADER.size:
-            return
-        (size,) = FRAME_HEADER.unpack(header)
-        payload = stream.read(size)
-        if len(payload) < size:
-            return
-        yield orjson.loads(payload)
-
-
-def main() -> int:
-    """Export span records read from stdin until end of input."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    from gateway.telemetry.setup import SERVICE_NAME, otlp_span_exporter, protocol
-    from workers.kernel import die_with_parent
-
-    die_with_parent(os.getppid())
-    service = os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)
-    resource = HashedResource(Resource.create({"service.name": service}))
-    processor = BatchSpanProcessor(otlp_span_exporter(protocol(os.environ, "traces")))
-    try:
-        for batch in read_frames(sys.stdin.buffer):
-            for record in batch if isinstance(batch, list) else ():
-                try:
-                    span = to_readable(record, resource)
-                except (KeyError, TypeError, ValueError):
-                    continue  # a malformed span (model code's) is dropped, not fatal
-                processor.on_end(span)
-    finally:
-        processor.shutdown()  # type: ignore[no-untyped-call]  # flushes; the SDK's own bound
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from opentelemetry.trace import Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.telemetry.instruments import GaugeSource, Instruments
-from gateway.telemetry.spans import GATEWAY_SCOPE, LightTracer, SpanBatch
+from gateway.telemetry.spans import GATEWAY_SCOPE, SpanBatch, gateway_tracer
 
 # The SDK's default: keep a trace unless the caller's traceparent says not sampled.
 DEFAULT_SAMPLER: Sampler = DEFAULT_ON
@@ -39,7 +39,7 @@ class Telemetry:
         self.tracing = spans is not None
         self._spans = spans
         self.tracer: Tracer = (
-            LightTracer(spans, sampler or DEFAULT_SAMPLER)
+            gateway_tracer(spans, sampler or DEFAULT_SAMPLER)
             if spans is not None
             else trace.NoOpTracer()
         )

@@ -329,14 +329,14 @@ def test_spans_the_model_makes_join_the_trace(tmp_path: Path, receiver: Receiver
 
 
 def exporter_pids(gw: Gateway) -> list[int]:
-    """The gateway's span exporter process (a child running gateway.telemetry.exporter)."""
+    """The gateway's span exporter process (a child running gateway.telemetry.exporter_process)."""
     found = []
     for pid in children_of(gw.pid):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"gateway.telemetry.exporter" in cmdline:
+        if b"gateway.telemetry.exporter_process" in cmdline:
             found.append(pid)
     return found
 

@@ -1,37 +1,41 @@
-"""The gateway's own spans: what a finished span records, how traces are continued and
-sampled, and how records become the SDK's spans again in the exporter process."""
+"""The gateway's own spans: what a finished span records, and how traces are continued
+and sampled."""
 
 from __future__ import annotations
 
-import io
-import struct
 from typing import Any
 
 import orjson
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON
 from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.telemetry import spans as spans_module
-from gateway.telemetry.exporter import exporter_environment, read_frames
-from gateway.telemetry.records import HashedResource, to_readable
-from gateway.telemetry.spans import LightTracer, SpanBatch
+from gateway.telemetry.exporter import exporter_environment
+from gateway.telemetry.spans import SpanBatch, gateway_tracer
+from workers.spans import LightTracer
 
 CALLER = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def tracer(sampler: Any = DEFAULT_ON) -> tuple[LightTracer, list[list[dict[str, Any]]]]:
-    batches: list[list[dict[str, Any]]] = []
-    batch = SpanBatch(batches.append)
-    return LightTracer(batch, sampler), batches
+class Sink:
+    """A span batch and the batches it handed over."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.batch = SpanBatch(self.batches.append)
 
 
-def flushed(found: LightTracer, batches: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    found._batch.flush()
-    return [record for batch in batches for record in batch]
+def tracer(sampler: Any = DEFAULT_ON) -> tuple[LightTracer, Sink]:
+    sink = Sink()
+    return gateway_tracer(sink.batch, sampler), sink
+
+
+def flushed(found: LightTracer, sink: Sink) -> list[dict[str, Any]]:
+    sink.batch.flush()
+    return [record for batch in sink.batches for record in batch]
 
 
 def caller_context(flags: str) -> Any:
@@ -125,67 +129,6 @@ def test_a_full_batch_goes_to_the_sink_at_once(monkeypatch: pytest.MonkeyPatch) 
     assert [len(b) for b in batches] == [3, 3, 1]
 
 
-def test_records_become_sdk_spans_with_events_status_and_scope() -> None:
-    found, batches = tracer()
-    with (
-        pytest.raises(RuntimeError),
-        found.start_as_current_span("invoke", context=caller_context("01")),
-    ):
-        raise RuntimeError("boom")
-    (record,) = flushed(found, batches)
-    record = orjson.loads(orjson.dumps(record))  # as the exporter process receives it
-    resource = HashedResource(Resource.create({"service.name": "test"}))
-    span = to_readable(record, resource)
-    assert format(span.context.trace_id, "032x") == CALLER
-    assert span.parent is not None
-    assert format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
-    assert span.status.status_code is StatusCode.ERROR
-    assert span.events[0].name == "exception"
-    assert span.instrumentation_scope is not None
-    assert span.instrumentation_scope.name == "coldbrew.gateway"
-    assert span.resource is resource
-    assert hash(resource) == hash(resource)
-
-
-VALID = {
-    "trace_id": "1",
-    "span_id": "1",
-    "name": "x",
-    "start": 1,
-    "end": 2,
-    "kind": 0,
-    "status": 0,
-}
-
-
-def test_a_valid_minimal_record_is_accepted() -> None:
-    assert to_readable(VALID, Resource.get_empty()).name == "x"
-
-
-@pytest.mark.parametrize(
-    "broken",
-    [
-        {},
-        {**VALID, "trace_id": "zz"},
-        {**VALID, "start": "1"},
-        {**VALID, "kind": 99},
-        {**VALID, "events": [["e", "not a time", {}]]},
-    ],
-)
-def test_a_malformed_record_is_refused(broken: dict[str, Any]) -> None:
-    with pytest.raises((KeyError, TypeError, ValueError)):
-        to_readable(broken, Resource.get_empty())
-
-
-def test_frames_are_read_until_end_of_input_and_a_torn_frame_ends_them() -> None:
-    def frame(value: Any) -> bytes:
-        payload = orjson.dumps(value)
-        return struct.pack(">I", len(payload)) + payload
-
-    stream = io.BytesIO(frame([{"a": 1}]) + frame([]) + frame([{"b": 2}])[:-1])
-    assert list(read_frames(stream)) == [[{"a": 1}], []]
-
-
 def test_the_exporter_gets_otel_settings_but_no_secrets() -> None:
     environ = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
@@ -201,3 +144,71 @@ def test_the_exporter_gets_otel_settings_but_no_secrets() -> None:
         "HTTPS_PROXY": "http://proxy:3128",
         "PATH": "/usr/bin",
     }
+
+
+def worker_tracer(finished: list[dict[str, Any]]) -> LightTracer:
+    from workers.tracing import RecordingTracerProvider
+
+    tracer = RecordingTracerProvider(finished.append).get_tracer("my-model")
+    assert isinstance(tracer, LightTracer)
+    return tracer
+
+
+@pytest.mark.parametrize(("flags", "recorded"), [("01", True), ("00", False)])
+def test_model_spans_follow_the_invocation_they_run_in(flags: str, recorded: bool) -> None:
+    from opentelemetry import context
+
+    from workers.tracing import parse_traceparent
+
+    finished: list[dict[str, Any]] = []
+    tracer = worker_tracer(finished)
+    parent = parse_traceparent(f"00-{CALLER}-00f067aa0ba902b7-{flags}")
+    assert parent is not None
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        with tracer.start_as_current_span("preprocess"):
+            pass
+    finally:
+        context.detach(token)
+    if not recorded:
+        assert finished == []
+        return
+    (record,) = finished
+    assert (record["trace_id"], record["parent_span_id"]) == (CALLER, "00f067aa0ba902b7")
+    assert record["parent_remote"] is True
+    assert record["scope"] == "my-model"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "00-abc-def-01",
+        f"01-{CALLER}-00f067aa0ba902b7-01",
+        f"00-{'0' * 32}-00f067aa0ba902b7-01",
+        f"00-{CALLER}-{'0' * 16}-01",
+        f"00-{CALLER}-00f067aa0ba902b7-1",
+        f"00-{CALLER}-00f067aa0ba9zzzz-01",
+    ],
+)
+def test_a_malformed_traceparent_names_no_parent(header: str) -> None:
+    from workers.tracing import parse_traceparent
+
+    assert parse_traceparent(header) is None
+
+
+def test_model_span_attributes_json_cannot_carry_are_dropped() -> None:
+    from workers.tracing import _plain
+
+    finished: list[dict[str, Any]] = []
+    tracer = worker_tracer(finished)
+    with tracer.start_as_current_span("odd") as span:
+        span.set_attribute("kept", 1)
+        span.set_attribute("mapping", {"a": 1})  # type: ignore[arg-type]
+        span.set_attribute("huge", 1 << 70)
+        span.set_attribute("list", [1, 2])
+        span.add_event("e", {"object": object(), "ok": "yes"})  # type: ignore[dict-item]
+    (record,) = (_plain(found) for found in finished)
+    assert record["attributes"] == {"kept": 1, "list": [1, 2]}
+    assert record["events"][0][2] == {"ok": "yes"}
+    orjson.dumps(record)

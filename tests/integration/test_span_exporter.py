@@ -1,0 +1,312 @@
+"""The span exporter process and its transport, against a real HTTP receiver on
+loopback: where the OTEL_* variables say to send, batching, retries, compression, and a
+process that always ends (at end of input, or on settings it cannot use)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from gateway.telemetry.exporter_process import FrameDecoder, batching
+from gateway.telemetry.transport import (
+    Attempt,
+    HttpTransport,
+    Outcome,
+    deliver,
+    export_settings,
+    parse_headers,
+)
+from tests.support import REPO
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def spans(self) -> list[Any]:
+        body = gzip.decompress(self.body) if self.headers.get("content-encoding") else self.body
+        request = ExportTraceServiceRequest.FromString(body)
+        return [
+            span
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+
+
+class Collector:
+    """An HTTP receiver that answers with the statuses it is given (then 200) and keeps
+    every request."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.received: list[Received] = []
+        self.statuses = list(statuses or [])
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {key.lower(): value for key, value in self.headers.items()}
+                collector.received.append(Received(self.path, headers, body))
+                status = collector.statuses.pop(0) if collector.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    found = Collector()
+    thread = threading.Thread(target=found.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield found
+    finally:
+        found.server.shutdown()
+        found.server.server_close()
+        thread.join(timeout=10)
+
+
+class FakeTime:
+    """The retry loop's clock and sleep: sleeping advances the clock, instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def transport_to(url: str, **environ: str) -> HttpTransport:
+    return HttpTransport(
+        export_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": url, **environ}, "http/protobuf")
+    )
+
+
+def delivered(url: str, timeout_s: float, **environ: str) -> tuple[Attempt, FakeTime]:
+    """``deliver`` of one body to ``url`` on fake time: its outcome, and the pauses."""
+    time = FakeTime()
+    transport = transport_to(url, **environ)
+    try:
+        return deliver(transport, b"spans", timeout_s, clock=time.clock, sleep=time.sleep), time
+    finally:
+        transport.close()
+
+
+def test_settings_follow_the_otel_variables() -> None:
+    http = export_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}, "http/protobuf")
+    assert http.endpoint == "http://c:4318/v1/traces"
+    assert http.timeout_s == 10.0
+    own = export_settings(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://t:443/custom",
+            "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer%20x, tenant = a",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-only=traces",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
+        },
+        "http/protobuf",
+    )
+    assert own.endpoint == "https://t:443/custom"
+    assert own.headers == {"x-only": "traces"}
+    assert (own.timeout_s, own.compression) == (2.5, "gzip")
+    grpc = export_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "grpc")
+    assert grpc.endpoint == "http://c:4317"
+    assert parse_headers("Authorization=Bearer%20x, tenant = a") == {
+        "authorization": "Bearer x",
+        "tenant": "a",
+    }
+
+
+@pytest.mark.parametrize(
+    ("environ", "protocol", "named"),
+    [
+        ({}, "http/json", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "http/protobuf", "HEADERS"),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "http/protobuf", "TIMEOUT"),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "0"}, "http/protobuf", "TIMEOUT"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "http/protobuf", "COMPRESSION"),
+    ],
+)
+def test_malformed_settings_name_their_variable(
+    environ: dict[str, str], protocol: str, named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        export_settings(environ, protocol)
+
+
+def test_an_endpoint_that_is_not_a_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="ENDPOINT"):
+        transport_to("collector:4318")
+
+
+def test_retryable_answers_are_retried_with_growing_pauses(collector: Collector) -> None:
+    collector.statuses = [503, 429]
+    attempt, time = delivered(collector.url, 10.0, OTEL_EXPORTER_OTLP_HEADERS="x-tenant=a")
+    assert attempt.outcome is Outcome.SENT
+    assert [found.body for found in collector.received] == [b"spans"] * 3
+    assert all(found.path == "/v1/traces" for found in collector.received)
+    first = collector.received[0].headers
+    assert (first["content-type"], first["x-tenant"]) == ("application/x-protobuf", "a")
+    assert len(time.pauses) == 2
+    assert 0.8 <= time.pauses[0] <= 1.2
+    assert 1.6 <= time.pauses[1] <= 2.4
+
+
+def test_retries_stop_at_the_timeout(collector: Collector) -> None:
+    collector.statuses = [503] * 10
+    attempt, _ = delivered(collector.url, 5.0)
+    # Attempts near 0 s, 1 s and 3 s; the next would start past 5 s.
+    assert attempt.outcome is Outcome.RETRY
+    assert "503" in attempt.detail
+    assert len(collector.received) == 3
+
+
+def test_a_refusal_is_not_retried(collector: Collector) -> None:
+    collector.statuses = [400]
+    attempt, time = delivered(collector.url, 10.0)
+    assert attempt.outcome is Outcome.FAILED
+    assert len(collector.received) == 1
+    assert time.pauses == []
+
+
+def test_an_unreachable_collector_is_a_retry() -> None:
+    transport = transport_to("http://127.0.0.1:9")
+    try:
+        attempt = transport.post(b"spans", 2.0)
+    finally:
+        transport.close()
+    assert attempt.outcome is Outcome.RETRY
+
+
+def test_gzip_compression(collector: Collector) -> None:
+    transport = transport_to(collector.url, OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+    try:
+        assert transport.post(b"spans" * 100, 5.0).outcome is Outcome.SENT
+    finally:
+        transport.close()
+    (found,) = collector.received
+    assert found.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(found.body) == b"spans" * 100
+
+
+def test_frames_decode_from_pieces_of_any_size() -> None:
+    frames = b"".join(
+        struct.pack(">I", len(payload)) + payload
+        for payload in (orjson.dumps([{"a": 1}]), orjson.dumps([]), orjson.dumps([{"b": 2}]))
+    )
+    decoder = FrameDecoder()
+    found = [
+        batch for byte in range(len(frames) - 1) for batch in decoder.feed(frames[byte : byte + 1])
+    ]
+    assert found == [[{"a": 1}], []]
+    assert list(decoder.feed(frames[-1:])) == [[{"b": 2}]]
+
+
+def test_batching_reads_the_bsp_variables_and_falls_back_on_bad_ones() -> None:
+    assert batching({}) == batching({"OTEL_BSP_SCHEDULE_DELAY": "x"})
+    found = batching({"OTEL_BSP_SCHEDULE_DELAY": "250", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "7"})
+    assert (found.schedule_delay_s, found.max_batch) == (0.25, 7)
+    assert batching({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "-1"}).max_batch == 512
+
+
+def record(number: int) -> dict[str, Any]:
+    return {
+        "trace_id": f"{number + 1:032x}",
+        "span_id": f"{number + 1:016x}",
+        "name": f"span-{number}",
+        "kind": 0,
+        "status": 0,
+        "start": 1,
+        "end": 2,
+        "attributes": {"n": number},
+    }
+
+
+def run_exporter(
+    environ: dict[str, str], batches: list[list[Any]]
+) -> subprocess.CompletedProcess[bytes]:
+    """The exporter process fed ``batches`` then end of input; it must end by itself."""
+    frames = b""
+    for batch in batches:
+        payload = orjson.dumps(batch)
+        frames += struct.pack(">I", len(payload)) + payload
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **environ}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.telemetry.exporter_process"],
+        input=frames,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_process_sends_full_batches_and_the_rest_at_end_of_input(
+    collector: Collector,
+) -> None:
+    malformed = {"name": "no ids"}
+    done = run_exporter(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "OTEL_SERVICE_NAME": "exporter-test",
+        },
+        [[record(0), malformed, record(1), record(2)], [record(3), "not a record"], [record(4)]],
+    )
+    assert done.returncode == 0, done.stderr
+    assert [len(found.spans()) for found in collector.received] == [2, 2, 1]
+    names = [span.name for found in collector.received for span in found.spans()]
+    assert names == [f"span-{number}" for number in range(5)]
+    request = ExportTraceServiceRequest.FromString(collector.received[0].body)
+    resource = {pair.key: pair.value for pair in request.resource_spans[0].resource.attributes}
+    assert resource["service.name"].string_value == "exporter-test"
+
+
+def test_the_process_drops_everything_on_settings_it_cannot_use() -> None:
+    done = run_exporter(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "x"},
+        [[record(0)]],
+    )
+    assert done.returncode == 0
+    assert b"cannot export spans" in done.stderr
+    assert b"OTEL_EXPORTER_OTLP_TIMEOUT" in done.stderr
+
+
+def test_the_process_reports_spans_it_could_not_send() -> None:
+    done = run_exporter(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5"},
+        [[record(0), record(1)]],
+    )
+    assert done.returncode == 0
+    assert b"could not export 2 spans" in done.stderr

@@ -1,0 +1,262 @@
+"""Spans that are cheap to make: the OpenTelemetry trace API implemented directly, each
+finished span one plain record.
+
+The OpenTelemetry SDK's spans validate and copy every attribute, take a lock per change
+and hand each finished span to a processor; in the gateway, with its exporter encoding
+protobuf on a thread of the same process, tracing cost half the throughput. Here the
+trace API (``Tracer``, ``Span``, the current-span context that logs read) is implemented
+directly: a span is a small object, and a finished span is one record (the format the
+gateway's span exporter takes: ids as hex digits, the API's enum values, times in ns
+since the epoch, ``attributes``, ``scope``; see ``gateway/telemetry/records.py``) handed
+to an ``emit`` callable. The gateway uses it for its own spans, and a worker for the
+spans model code makes, so neither needs the SDK's span machinery.
+
+Attribute values are stored as given. Not thread-safe: one thread makes and ends them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.util import types
+
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+Record = dict[str, Any]
+
+
+# Whether to keep a trace entering the process, asked with an SDK Sampler's arguments:
+# (context, trace_id, name, kind, attributes, links).
+Sample = Callable[..., bool]
+
+
+class LightSpan(trace.Span):
+    """A recording span whose end hands its record (made when it starts) to ``emit``."""
+
+    __slots__ = ("_attributes", "_context", "_emit", "_ended", "_record", "_status")
+
+    def __init__(
+        self, emit: Callable[[Record], None], context: SpanContext, record: Record
+    ) -> None:
+        self._emit = emit
+        self._context = context
+        self._record = record
+        self._attributes: dict[str, Any] = record["attributes"]
+        self._ended = False
+        self._status = StatusCode.UNSET
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return not self._ended
+
+    def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+        self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
+        self._attributes.update(attributes)
+
+    def update_name(self, name: str) -> None:
+        self._record["name"] = name
+
+    def add_event(
+        self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
+    ) -> None:
+        event = [name, timestamp or time.time_ns(), dict(attributes) if attributes else {}]
+        self._record.setdefault("events", []).append(event)
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if isinstance(status, Status):
+            code, description = status.status_code, status.description
+        else:
+            code = status
+        # As the SDK: OK is final, and UNSET never overrides a status.
+        if self._status is StatusCode.OK or code is StatusCode.UNSET:
+            return
+        self._status = code
+        self._record["status"] = code.value
+        if code is StatusCode.ERROR and description:
+            self._record["status_message"] = description
+        else:
+            self._record.pop("status_message", None)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        # Type and message, without a stack trace: every error crossing these spans is
+        # the gateway's own answer (a throttle, a model error), whose trace says nothing
+        # to the operator and would cost a formatted traceback per throttled request.
+        details = {
+            "exception.type": type(exception).__qualname__,
+            "exception.message": str(exception),
+            **(dict(attributes) if attributes else {}),
+        }
+        self.add_event("exception", details, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._record["end"] = end_time or time.time_ns()
+        self._emit(self._record)
+
+
+class CurrentSpan:
+    """``start_as_current_span``'s context manager: the span is the current one inside
+    the block; an exception leaving it is recorded on the span and sets its status
+    (unless told otherwise), as the API's ``use_span`` does, and the span ends on exit."""
+
+    __slots__ = ("_end_on_exit", "_record_exception", "_set_status", "_span", "_token")
+
+    def __init__(
+        self, span: trace.Span, end_on_exit: bool, record_exception: bool, set_status: bool
+    ) -> None:
+        self._span = span
+        self._end_on_exit = end_on_exit
+        self._record_exception = record_exception
+        self._set_status = set_status
+
+    def __enter__(self) -> trace.Span:
+        self._token = context_api.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        context_api.detach(self._token)
+        span = self._span
+        # Exception, not BaseException: cancellation and GeneratorExit are not errors.
+        if isinstance(exc, Exception) and span.is_recording():
+            if self._record_exception:
+                span.record_exception(exc)
+            if self._set_status:
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        if self._end_on_exit:
+            span.end()
+
+
+class LightTracer(trace.Tracer):
+    """Makes ``LightSpan``s whose records go to ``emit``, under the instrumentation scope
+    ``scope``. ``sample`` decides for each trace that enters the process (a root span,
+    or one continuing another process's span); child spans follow their parent."""
+
+    def __init__(self, emit: Callable[[Record], None], scope: str, sample: Sample) -> None:
+        self._emit = emit
+        self._scope = scope
+        self._sample = sample
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        current = trace.get_current_span(context)
+        span_id = random.getrandbits(64) or 1
+        if type(current) is LightSpan:  # not isinstance: Span is an ABC, and slow to check
+            # A child of our own span (the common case): its ids are already text.
+            parent = current.get_span_context()
+            trace_hex = current._record["trace_id"]
+            parent_hex = current._record["span_id"]
+            own = SpanContext(parent.trace_id, span_id, is_remote=False, trace_flags=SAMPLED)
+            record = self._record(name, kind, attributes, start_time, trace_hex, span_id)
+            record["parent_span_id"] = parent_hex
+            return LightSpan(self._emit, own, record)
+        parent = current.get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128) or 1
+        if not parent.is_valid or parent.is_remote:
+            sampled = self._sample(context, trace_id, name, kind, attributes, links)
+        else:
+            sampled = parent.trace_flags.sampled
+        own = SpanContext(
+            trace_id, span_id, is_remote=False, trace_flags=SAMPLED if sampled else NOT_SAMPLED
+        )
+        if not sampled:
+            return NonRecordingSpan(own)
+        record = self._record(name, kind, attributes, start_time, format(trace_id, "032x"), span_id)
+        if parent.is_valid:
+            record["parent_span_id"] = format(parent.span_id, "016x")
+            if parent.is_remote:
+                record["parent_remote"] = True
+        return LightSpan(self._emit, own, record)
+
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> CurrentSpan:
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        return CurrentSpan(span, end_on_exit, record_exception, set_status_on_exception)
+
+    def _record(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: types.Attributes,
+        start_time: int | None,
+        trace_hex: str,
+        span_id: int,
+    ) -> Record:
+        return {
+            "trace_id": trace_hex,
+            "span_id": format(span_id, "016x"),
+            "parent_span_id": None,
+            "name": name,
+            "kind": kind.value,
+            "start": start_time or time.time_ns(),
+            "end": None,
+            "attributes": dict(attributes) if attributes else {},
+            "status": 0,
+            "scope": self._scope,
+        }
+
+
+def follow_parent(
+    context: Context | None,
+    trace_id: int,
+    name: str,
+    kind: SpanKind,
+    attributes: types.Attributes,
+    links: Sequence[Link] | None,
+) -> bool:
+    """The default sampling (the SDK's ``parentbased_always_on``): a trace continued from
+    another process is kept when that process kept it; a new trace is kept."""
+    parent = trace.get_current_span(context).get_span_context()
+    return not parent.is_valid or parent.trace_flags.sampled
