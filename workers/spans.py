@@ -42,28 +42,49 @@ NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 Record = dict[str, Any]
 
 
-# Whether to keep a trace entering the process, asked with an SDK Sampler's arguments:
-# (context, trace_id, name, kind, attributes, links).
+# Whether to keep a trace entering the process: asked with the parent's SpanContext
+# (invalid for a new trace), then an SDK Sampler's own arguments (context, trace_id,
+# name, kind, attributes, links).
 Sample = Callable[..., bool]
 
 
 class LightSpan(trace.Span):
     """A recording span whose end hands its record (made when it starts) to ``emit``."""
 
-    __slots__ = ("_attributes", "_context", "_emit", "_ended", "_record", "_status")
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_emit",
+        "_ended",
+        "_record",
+        "_span_id",
+        "_status",
+        "_trace_id",
+    )
 
     def __init__(
-        self, emit: Callable[[Record], None], context: SpanContext, record: Record
+        self, emit: Callable[[Record], None], trace_id: int, span_id: int, record: Record
     ) -> None:
         self._emit = emit
-        self._context = context
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._context: SpanContext | None = None
         self._record = record
         self._attributes: dict[str, Any] = record["attributes"]
         self._ended = False
         self._status = StatusCode.UNSET
 
     def get_span_context(self) -> SpanContext:
+        # Made when first asked for (a traceparent, a log line): most spans never are.
+        if self._context is None:
+            self._context = SpanContext(
+                self._trace_id, self._span_id, is_remote=False, trace_flags=SAMPLED
+            )
         return self._context
+
+    def traceparent(self) -> str:
+        """This span's W3C traceparent (it is sampled: it records)."""
+        return f"00-{self._record['trace_id']}-{self._record['span_id']}-01"
 
     def is_recording(self) -> bool:
         return not self._ended
@@ -185,30 +206,27 @@ class LightTracer(trace.Tracer):
         span_id = random.getrandbits(64) or 1
         if type(current) is LightSpan:  # not isinstance: Span is an ABC, and slow to check
             # A child of our own span (the common case): its ids are already text.
-            parent = current.get_span_context()
-            trace_hex = current._record["trace_id"]
-            parent_hex = current._record["span_id"]
-            own = SpanContext(parent.trace_id, span_id, is_remote=False, trace_flags=SAMPLED)
-            record = self._record(name, kind, attributes, start_time, trace_hex, span_id)
-            record["parent_span_id"] = parent_hex
-            return LightSpan(self._emit, own, record)
+            record = self._record(
+                name, kind, attributes, start_time, current._record["trace_id"], span_id
+            )
+            record["parent_span_id"] = current._record["span_id"]
+            return LightSpan(self._emit, current._trace_id, span_id, record)
         parent = current.get_span_context()
         trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128) or 1
         if not parent.is_valid or parent.is_remote:
-            sampled = self._sample(context, trace_id, name, kind, attributes, links)
+            sampled = self._sample(parent, context, trace_id, name, kind, attributes, links)
         else:
             sampled = parent.trace_flags.sampled
-        own = SpanContext(
-            trace_id, span_id, is_remote=False, trace_flags=SAMPLED if sampled else NOT_SAMPLED
-        )
         if not sampled:
-            return NonRecordingSpan(own)
+            return NonRecordingSpan(
+                SpanContext(trace_id, span_id, is_remote=False, trace_flags=NOT_SAMPLED)
+            )
         record = self._record(name, kind, attributes, start_time, format(trace_id, "032x"), span_id)
         if parent.is_valid:
             record["parent_span_id"] = format(parent.span_id, "016x")
             if parent.is_remote:
                 record["parent_remote"] = True
-        return LightSpan(self._emit, own, record)
+        return LightSpan(self._emit, trace_id, span_id, record)
 
     def start_as_current_span(  # type: ignore[override]
         self,
@@ -239,7 +257,7 @@ class LightTracer(trace.Tracer):
             "span_id": format(span_id, "016x"),
             "parent_span_id": None,
             "name": name,
-            "kind": kind.value,
+            "kind": kind._value_,  # the plain attribute: .value is a descriptor call
             "start": start_time or time.time_ns(),
             "end": None,
             "attributes": dict(attributes) if attributes else {},
@@ -248,15 +266,7 @@ class LightTracer(trace.Tracer):
         }
 
 
-def follow_parent(
-    context: Context | None,
-    trace_id: int,
-    name: str,
-    kind: SpanKind,
-    attributes: types.Attributes,
-    links: Sequence[Link] | None,
-) -> bool:
+def follow_parent(parent: SpanContext, *sampler_arguments: Any) -> bool:
     """The default sampling (the SDK's ``parentbased_always_on``): a trace continued from
     another process is kept when that process kept it; a new trace is kept."""
-    parent = trace.get_current_span(context).get_span_context()
     return not parent.is_valid or parent.trace_flags.sampled

@@ -14,6 +14,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway.telemetry.instruments import GaugeSource, Instruments
 from gateway.telemetry.spans import GATEWAY_SCOPE, SpanBatch, gateway_tracer
+from workers.spans import LightSpan
 
 # The SDK's default: keep a trace unless the caller's traceparent says not sampled.
 DEFAULT_SAMPLER: Sampler = DEFAULT_ON
@@ -49,6 +50,8 @@ class Telemetry:
     def traceparent(self, span: Span) -> str | None:
         """The W3C traceparent of ``span``, for a worker to join its trace; None when
         not tracing."""
+        if type(span) is LightSpan:
+            return span.traceparent()
         context = span.get_span_context()
         if not self.tracing or not context.is_valid:
             return None

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, Sampler
+from opentelemetry.trace import SpanContext
 
-from workers.spans import LightTracer, Record
+from workers.spans import LightTracer, Record, follow_parent
 
 GATEWAY_SCOPE = "coldbrew.gateway"
 # Records handed to the sink at once; a timer flushes a partial batch.
@@ -42,9 +43,11 @@ class SpanBatch:
 
 def gateway_tracer(batch: SpanBatch, sampler: Sampler) -> LightTracer:
     """A tracer whose spans go to ``batch``, ``sampler`` deciding which traces to keep."""
+    if sampler is DEFAULT_ON:
+        # The SDK's default, decided without its machinery.
+        return LightTracer(batch.add, GATEWAY_SCOPE, follow_parent)
 
-    def sample(*asked: Any) -> bool:
-        # Asked with the Sampler's own arguments (see workers.spans.Sample).
+    def sample(parent: SpanContext, *asked: Any) -> bool:
         return sampler.should_sample(*asked).decision is Decision.RECORD_AND_SAMPLE
 
     return LightTracer(batch.add, GATEWAY_SCOPE, sample)
