@@ -270,3 +270,25 @@ def follow_parent(parent: SpanContext, *sampler_arguments: Any) -> bool:
     """The default sampling (the SDK's ``parentbased_always_on``): a trace continued from
     another process is kept when that process kept it; a new trace is kept."""
     return not parent.is_valid or parent.trace_flags.sampled
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every string one UTF-8 can encode: a lone surrogate (what aiohttp
+    keeps of a header's undecodable byte, or what model code may set) becomes U+FFFD.
+    Dicts, lists and tuples are copied; other values pass as they are."""
+    if isinstance(value, str):
+        return value if value.isascii() else _utf8_safe(value)
+    if isinstance(value, dict):
+        return {json_safe(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _utf8_safe(text: str) -> str:
+    try:
+        # A surrogate escape stands for the byte it kept; undecodable bytes become U+FFFD.
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        # Other lone surrogates: each becomes U+FFFD.
+        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)

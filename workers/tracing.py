@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from workers.spans import LightTracer, Record, follow_parent
+from workers.spans import LightTracer, Record, follow_parent, json_safe
 
 T = TypeVar("T")
 
@@ -90,12 +90,12 @@ def parse_traceparent(header: str) -> SpanContext | None:
 
 def _plain(record: Record) -> Record:
     """``record`` with only what JSON and OTLP attributes can hold: model code may set
-    any value as an attribute."""
+    any value as an attribute, and any string."""
     plain = {**record, "name": str(record["name"]), "attributes": _attributes(record["attributes"])}
     events = record.get("events")
     if events:
         plain["events"] = [[str(name), time, _attributes(found)] for name, time, found in events]
-    return plain
+    return json_safe(plain)  # type: ignore[no-any-return]
 
 
 def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import orjson
 
 from gateway.telemetry.exporter_process import FRAME_HEADER
 from gateway.telemetry.spans import SpanBatch
+from workers.spans import json_safe
 
 # What may wait in the pipe to the exporter before batches are dropped.
 MAX_BACKLOG_BYTES: Final = 8 * 1024 * 1024
@@ -104,8 +105,17 @@ class ExporterPipe:
         if transport.get_write_buffer_size() > MAX_BACKLOG_BYTES:
             self._drop(batch, "the span exporter is behind (is the collector slow or down?)")
             return
+        try:
+            payload = orjson.dumps(batch)
+        except orjson.JSONEncodeError:
+            # A string JSON cannot carry (a header's undecodable byte): replace it, on
+            # this rare path only.
+            try:
+                payload = orjson.dumps(json_safe(batch))
+            except orjson.JSONEncodeError as exc:
+                self._drop(batch, f"spans that cannot be written as JSON ({exc})")
+                return
         self._dropping = False
-        payload = orjson.dumps(batch)
         stdin.write(FRAME_HEADER.pack(len(payload)) + payload)
 
     async def revive(self, now: float) -> None:

@@ -190,6 +190,32 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     assert phases[-1].end_time_unix_nano <= cold.end_time_unix_nano
 
 
+def test_an_undecodable_header_byte_is_traced_not_fatal(tmp_path: Path, receiver: Receiver) -> None:
+    """A User-Agent with bytes that are not UTF-8 (aiohttp keeps them as surrogates,
+    which JSON cannot carry) reaches the collector with U+FFFD in their place; the call,
+    the exporter and the calls after it are unaffected."""
+    env = traces_to(receiver.url)
+    config = toml_config(tmp_path / "state", endpoints={"echo": {}})
+
+    def odd_agent(request: Any, **_: Any) -> None:
+        request.headers["User-Agent"] = "probe-\xff\xfe"  # sent as Latin-1 bytes
+
+    with running_gateway(tmp_path, config, env=env) as gw:
+        odd = gw.runtime()
+        odd.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", odd_agent)
+        assert odd.invoke_endpoint(EndpointName="echo", Body=b"one")["Body"].read() == b"one"
+        wait_until(receiver.server_spans, timeout=30, what="the odd call's span")
+        plain = gw.runtime().invoke_endpoint(EndpointName="echo", Body=b"two")
+        assert plain["Body"].read() == b"two"
+        servers = wait_until(
+            lambda: len(receiver.server_spans()) >= 2 and receiver.server_spans(),
+            timeout=30,
+            what="both calls' spans",
+        )
+    agents = [attributes(span)["user_agent.original"] for span in servers]
+    assert "probe-\ufffd\ufffd" in agents
+
+
 def test_cpu_and_memory_per_invocation(tmp_path: Path) -> None:
     """Each invocation records the CPU time its worker spent and the worker's peak
     memory: a call that allocates 200 MB shows up in faas_mem_usage."""

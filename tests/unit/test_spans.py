@@ -207,8 +207,9 @@ def test_model_span_attributes_json_cannot_carry_are_dropped() -> None:
         span.set_attribute("mapping", {"a": 1})  # type: ignore[arg-type]
         span.set_attribute("huge", 1 << 70)
         span.set_attribute("list", [1, 2])
+        span.set_attribute("surrogate", "x\ud800y")
         span.add_event("e", {"object": object(), "ok": "yes"})  # type: ignore[dict-item]
     (record,) = (_plain(found) for found in finished)
-    assert record["attributes"] == {"kept": 1, "list": [1, 2]}
+    assert record["attributes"] == {"kept": 1, "list": [1, 2], "surrogate": "x\ufffdy"}
     assert record["events"][0][2] == {"ok": "yes"}
     orjson.dumps(record)
