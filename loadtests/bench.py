@@ -163,6 +163,7 @@ class Plan:
     sklearn_endpoints: int
     spin_s: float
     telemetry_rounds: int
+    telemetry_cold_endpoints: int
     burst: int = 100
     concurrency: int = 16
 
@@ -176,6 +177,7 @@ FULL = Plan(
     sklearn_endpoints=10,
     spin_s=3.0,
     telemetry_rounds=10,
+    telemetry_cold_endpoints=40,
 )
 QUICK = Plan(
     warm_up=50,
@@ -186,6 +188,7 @@ QUICK = Plan(
     sklearn_endpoints=3,
     spin_s=1.0,
     telemetry_rounds=2,
+    telemetry_cold_endpoints=5,
 )
 
 
@@ -562,12 +565,15 @@ async def telemetry_gateway(
     plan: Plan, folder: Path, name: str, collector: Collector | None, errors: list[str]
 ) -> AsyncIterator[Server]:
     """A gateway named ``name`` on fresh state with the warm endpoint and
-    ``plan.cold_endpoints`` echo endpoints never called, exporting to ``collector`` (None:
-    no telemetry variable at all). Records an error if its log disagrees on whether
-    traces are exported."""
+    ``plan.telemetry_cold_endpoints`` echo endpoints never called, exporting to
+    ``collector`` (None: no telemetry variable at all). Records an error if its log
+    disagrees on whether traces are exported."""
     endpoints = [
         Endpoint(WARM, ECHO_MODEL, plan.concurrency),
-        *(Endpoint(TRACED_COLD.format(i), ECHO_MODEL) for i in range(plan.cold_endpoints)),
+        *(
+            Endpoint(TRACED_COLD.format(i), ECHO_MODEL)
+            for i in range(plan.telemetry_cold_endpoints)
+        ),
     ]
     config = gateway_config(folder / f"{name}.toml", folder / f"{name}-state", endpoints, {})
     async with serving(gateway_argv(config), name, gateway_env(collector)) as ours:
@@ -599,7 +605,7 @@ async def telemetry_cost(plan: Plan, folder: Path, errors: list[str]) -> dict[st
             client(traced.url, errors, plan.concurrency) as traced_gen,
         ):
             servers = {"off": (off_gen, off), "traced": (traced_gen, traced)}
-            for turn in range(plan.cold_endpoints):
+            for turn in range(plan.telemetry_cold_endpoints):
                 for kind in alternating(turn):
                     gen, server = servers[kind]
                     cold = [TRACED_COLD.format(turn)]
@@ -639,7 +645,7 @@ async def telemetry_cost(plan: Plan, folder: Path, errors: list[str]) -> dict[st
         "cold_start_p50_ms": {
             "traced": round(traced_p50 * 1e3, 3),
             "off": round(off_p50 * 1e3, 3),
-            "endpoints": plan.cold_endpoints,
+            "endpoints": plan.telemetry_cold_endpoints,
             "lost": p50_lost,
         },
         "collector": received,

@@ -5,7 +5,8 @@ encodes each span into OTLP protobuf as it arrives (see ``otlp``), and sends a r
 when ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` spans are waiting or ``OTEL_BSP_SCHEDULE_DELAY``
 has passed since the first of them (see ``transport`` for where and how). One thread,
 one loop: while a request is on its way, new frames wait in the pipe, and the gateway
-drops what goes past its backlog cap, so a slow collector costs spans, not memory.
+drops what goes past its backlog cap, so a slow collector costs spans, not memory. It
+runs niced (``NICENESS``): on saturated CPUs, invocations come before telemetry.
 
 At end of input it sends what it still holds (within the export timeout) and exits 0.
 A malformed record (model code's spans travel this way too) is dropped, never fatal.
@@ -36,6 +37,8 @@ READ_SIZE: Final = 1 << 20
 # The SDK's defaults for the batch span processor's variables.
 DEFAULT_SCHEDULE_DELAY_MS: Final = 5000
 DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 512
+# The exporter's scheduling priority, below the gateway's and the workers'.
+NICENESS: Final = 10
 
 
 class FrameDecoder:
@@ -46,8 +49,8 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[Any]:
-        """The batches completed by ``data``, decoded. Raises orjson.JSONDecodeError for a
-        frame that is not JSON."""
+        """The batches completed by ``data``, decoded; a frame that is not JSON is
+        skipped (the frames around it still are)."""
         self._buffer += data
         while len(self._buffer) >= FRAME_HEADER.size:
             (size,) = FRAME_HEADER.unpack_from(self._buffer)
@@ -56,7 +59,10 @@ class FrameDecoder:
                 return
             payload = bytes(self._buffer[FRAME_HEADER.size : end])
             del self._buffer[:end]
-            yield orjson.loads(payload)
+            try:
+                yield orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,9 @@ def main() -> int:
     from workers.kernel import die_with_parent
 
     die_with_parent(os.getppid())
+    # Exporting is best effort: when the CPUs are saturated, the gateway and its workers
+    # come first, and spans wait in the pipe (then drop) rather than slow invocations.
+    os.nice(NICENESS)
     logging.basicConfig(format="%(asctime)s %(levelname)s coldbrew.span-exporter: %(message)s")
     log = logging.getLogger("coldbrew.span-exporter")
     fd = sys.stdin.fileno()

@@ -130,8 +130,8 @@ def _attribute(tag: bytes, key: str, value: object) -> bytes:
     return _sized(tag, pair)
 
 
-# Scalars only: lists are not hashable. typed: True and 1 are different attributes.
-_scalar_attribute = functools.lru_cache(maxsize=_PAIR_CACHE_SIZE, typed=True)(_attribute)
+# Kept by (tag, key, value); typed: True and 1 are different attributes.
+_cached_attribute = functools.lru_cache(maxsize=_PAIR_CACHE_SIZE, typed=True)(_attribute)
 
 
 def encode_attributes(tag: bytes, attributes: Mapping[str, object]) -> bytes:
@@ -140,11 +140,14 @@ def encode_attributes(tag: bytes, attributes: Mapping[str, object]) -> bytes:
     out = []
     for key, value in attributes.items():
         try:
-            if isinstance(value, list | tuple):
-                out.append(_attribute(tag, str(key), value))
-            else:
-                out.append(_scalar_attribute(tag, str(key), value))
-        except (ValueError, TypeError):
+            out.append(_cached_attribute(tag, key, value))
+        except TypeError:
+            # Not hashable (a list, or a mapping, which _any_value refuses).
+            try:
+                out.append(_attribute(tag, key, value))
+            except (ValueError, TypeError, AttributeError):
+                continue
+        except (ValueError, AttributeError):
             continue
     return b"".join(out)
 

@@ -163,7 +163,10 @@ class HttpTransport:
             body = gzip.compress(body, compresslevel=6)
         elif self._compression == "deflate":
             body = zlib.compress(body)
+        # For a connection made now, and for the one kept alive since an earlier post.
         self._conn.timeout = timeout_s
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout_s)
         try:
             self._conn.request("POST", self._path, body, self._headers)
             response = self._conn.getresponse()
