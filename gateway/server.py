@@ -59,8 +59,8 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
             model_dir = await asyncio.to_thread(ensure_demo_model, state_dir)
             deploy_demo(registry, settings, model_dir, now=clock.wall())
         placer = build_placer(settings, LOG)
-        page = PrometheusReader()
-        providers = build_providers(os.environ, [page.reader], LOG)
+        providers = build_providers(os.environ, LOG)
+        page = PrometheusReader(providers.page_reader)
         try:
             async with span_batch(providers.tracing) as spans:
                 app = build_app(

@@ -1,9 +1,10 @@
 """The ``/metrics`` page: the gateway's OpenTelemetry instruments in Prometheus text format.
 
-A :class:`PrometheusReader` is a pull reader attached to the same ``MeterProvider`` as
-the OTLP exporter, so both see the same instruments. Each :meth:`PrometheusReader.render`
-collects on the spot and writes the text exposition format 0.0.4; no exporter is involved,
-so a slow or unreachable collector never delays a scrape.
+A :class:`PrometheusReader` reads the ``MeterProvider``'s instruments through a reader
+(its own, or the one OTLP export shares; see ``readers``). Each
+:meth:`PrometheusReader.render` collects on the spot and writes the text exposition
+format 0.0.4; no export happens on the way, so a slow or unreachable collector never
+delays a scrape.
 """
 
 from __future__ import annotations
@@ -16,17 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-    _Gauge,
-)
 from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
     Gauge,
     HistogramDataPoint,
     InMemoryMetricReader,
@@ -39,6 +30,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.util.types import AnyValue, Attributes
 
 from gateway.telemetry.catalog import CATALOG, Kind, MetricSpec, prometheus_name
+from gateway.telemetry.readers import ExportingPageReader, cumulative_reader
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -57,33 +49,20 @@ class _Family:
 
 
 class PrometheusReader:
-    """Renders every instrument of the ``MeterProvider`` it is attached to.
+    """Renders every instrument of the ``MeterProvider`` its reader is attached to.
 
-    Pass :attr:`reader` to ``MeterProvider(metric_readers=[...])``. All instruments are
-    read with cumulative temporality, as Prometheus expects running totals.
+    ``reader`` (default: a new cumulative pull reader) must read every instrument with
+    cumulative temporality, as Prometheus expects running totals; pass :attr:`reader` to
+    ``MeterProvider(metric_readers=[...])`` unless it is there already.
     """
 
-    def __init__(self) -> None:
-        cumulative = AggregationTemporality.CUMULATIVE
-        self._reader = InMemoryMetricReader(
-            preferred_temporality={
-                kind: cumulative
-                for kind in (
-                    Counter,
-                    UpDownCounter,
-                    Histogram,
-                    _Gauge,
-                    ObservableCounter,
-                    ObservableUpDownCounter,
-                    ObservableGauge,
-                )
-            }
-        )
+    def __init__(self, reader: InMemoryMetricReader | ExportingPageReader | None = None) -> None:
+        self._reader = reader if reader is not None else cumulative_reader()
         self._catalogued = {spec.name: prometheus_name(spec) for spec in CATALOG}
 
     @property
     def reader(self) -> MetricReader:
-        """The SDK reader to register with the ``MeterProvider``."""
+        """The SDK reader the page reads."""
         return self._reader
 
     def render(self) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
     MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
@@ -26,8 +27,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
 from gateway.telemetry import catalog
-
-SERVICE_NAME = "coldbrew-gateway"
+from gateway.telemetry.readers import (
+    ExportingPageReader,
+    cumulative_reader,
+    exports_as_the_page_reads,
+)
+from gateway.telemetry.transport import SERVICE_NAME, protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,8 @@ class Providers:
     tracing: bool
     # Which traces to keep, from OTEL_TRACES_SAMPLER (default: parent-based, always on).
     sampler: Sampler
+    # What the Prometheus page reads (cumulative), attached to meter_provider.
+    page_reader: InMemoryMetricReader | ExportingPageReader
 
     def shutdown(self) -> None:
         """Flush and stop exporting metrics (at gateway shutdown)."""
@@ -66,16 +73,6 @@ def wants_otlp(environ: Mapping[str, str], signal: str) -> bool:
     )
 
 
-def protocol(environ: Mapping[str, str], signal: str) -> str:
-    """OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else the
-    SDK's default http/protobuf."""
-    return (
-        environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    )
-
-
 def otlp_metric_exporter(protocol: str) -> MetricExporter:
     """The OTLP metric exporter for ``protocol`` (grpc needs coldbrew[otlp-grpc])."""
     if protocol == "grpc":
@@ -89,23 +86,27 @@ def otlp_metric_exporter(protocol: str) -> MetricExporter:
     return OTLPMetricExporter()
 
 
-def build_providers(
-    environ: Mapping[str, str], readers: list[MetricReader], log: logging.Logger
-) -> Providers:
-    """Providers with the given pull readers (the Prometheus page) plus OTLP export when
-    the environment asks for it. Resource attributes come from OTEL_SERVICE_NAME and
+def build_providers(environ: Mapping[str, str], log: logging.Logger) -> Providers:
+    """Providers with a reader for the Prometheus page (``page_reader``) plus OTLP export
+    when the environment asks for it, through the same reader when it can (see
+    ``readers``). Resource attributes come from OTEL_SERVICE_NAME and
     OTEL_RESOURCE_ATTRIBUTES (the SDK reads them); the default service name is
     coldbrew-gateway."""
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
-    metric_readers = list(readers)
     tracing = wants_otlp(environ, "traces")
     if tracing:
         # Spans are exported by the exporter process (see exporter), which builds the
         # OTLP exporter from the same variables.
         log.info("exporting traces over OTLP (%s)", protocol(environ, "traces"))
+    page_reader: InMemoryMetricReader | ExportingPageReader = cumulative_reader()
+    metric_readers: list[MetricReader] = [page_reader]
     if wants_otlp(environ, "metrics"):
         metric_exporter = otlp_metric_exporter(protocol(environ, "metrics"))
-        metric_readers.append(PeriodicExportingMetricReader(metric_exporter))
+        if exports_as_the_page_reads(environ):
+            page_reader = ExportingPageReader(metric_exporter)
+            metric_readers = [page_reader]
+        else:
+            metric_readers.append(PeriodicExportingMetricReader(metric_exporter))
         log.info("exporting metrics over OTLP (%s)", protocol(environ, "metrics"))
     meter_provider = MeterProvider(
         resource=resource,
@@ -122,4 +123,4 @@ def build_providers(
     # The SDK reads OTEL_TRACES_SAMPLER and its argument when a provider is made; a
     # gateway that makes no spans needs neither.
     sampler = TracerProvider().sampler if tracing else DEFAULT_ON
-    return Providers(meter_provider, tracing, sampler)
+    return Providers(meter_provider, tracing, sampler, page_reader)

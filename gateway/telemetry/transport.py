@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
+SERVICE_NAME: Final = "coldbrew-gateway"
 HTTP_TRACES_PATH: Final = "/v1/traces"
 DEFAULT_HTTP_ENDPOINT: Final = "http://localhost:4318" + HTTP_TRACES_PATH
 DEFAULT_GRPC_ENDPOINT: Final = "http://localhost:4317"
@@ -66,6 +67,16 @@ class ExportSettings:
     client_key: str | None = None
     client_certificate: str | None = None
     insecure: bool = False
+
+
+def protocol(environ: Mapping[str, str], signal: str) -> str:
+    """OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else the
+    SDK's default http/protobuf."""
+    return (
+        environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
 
 
 def _signal_or_general(environ: Mapping[str, str], name: str) -> str | None:

@@ -125,6 +125,19 @@ def handles(pid: int) -> Counter[str]:
     return kinds
 
 
+def targets(pid: int) -> list[str]:
+    """What the gateway's descriptors other than sockets point at."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if not target.startswith("socket:"):
+            found.append(f"{fd.name} -> {target}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp_path = tmp_path_factory.mktemp("invariants")
@@ -160,11 +173,15 @@ def settled(gw: Gateway, baseline: Baseline | None) -> Baseline:
     )
     if baseline is None:
         return Baseline(1, handles(gw.pid))
-    wait_until(
-        lambda: handles(gw.pid) == baseline.handles,
-        timeout=SETTLE_S,
-        what=f"open handles back to {dict(baseline.handles)}",
-    )
+    try:
+        wait_until(
+            lambda: handles(gw.pid) == baseline.handles,
+            timeout=SETTLE_S,
+            what=f"open handles back to {dict(baseline.handles)}",
+        )
+    except AssertionError as exc:
+        # Say which, for the next one to look at.
+        raise AssertionError(f"{exc}; now open: {sorted(targets(gw.pid))}") from None
     return baseline
 
 
