@@ -144,7 +144,7 @@ def build_app(
         spans=spans,
         sampler=sampler,
         gauges=LiveState(
-            pools, deployments, admission, settings.quotas.region_concurrency
+            pools, deployments, admission, settings.quotas.region_concurrency, spans
         ).sources(),
     )
     runtime = Runtime(

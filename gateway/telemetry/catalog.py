@@ -117,6 +117,13 @@ BYTES_IN: Final = MetricSpec(
 BYTES_OUT: Final = MetricSpec(
     "coldbrew.response_bytes", "counter", "By", "Response payload bytes sent."
 )
+SPANS_DROPPED: Final = MetricSpec(
+    "coldbrew.spans_dropped",
+    "counter",
+    "{span}",
+    "Spans the gateway dropped: its span exporter was gone, or too far behind (a slow or "
+    "absent collector, starved CPUs).",
+)
 
 CATALOG: Final = (
     INVOCATIONS,
@@ -137,6 +144,7 @@ CATALOG: Final = (
     USAGE,
     BYTES_IN,
     BYTES_OUT,
+    SPANS_DROPPED,
 )
 
 _UNIT_SUFFIXES: Final = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "GB.s": "gb_seconds"}

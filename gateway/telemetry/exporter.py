@@ -151,7 +151,7 @@ async def exporting_spans(
         return await spawn_exporter(environ)
 
     pipe = ExporterPipe(await spawn(), spawn, log)
-    spans = SpanBatch(pipe.send)
+    spans = SpanBatch(pipe.send, lambda: pipe.dropped_spans)
     try:
         async with asyncio.TaskGroup() as tasks:
             ticker = tasks.create_task(_tend(pipe, spans))

@@ -45,6 +45,7 @@ OBSERVED: Final = (
     catalog.CONCURRENCY_LIMIT,
     catalog.WORKERS,
     catalog.ZYGOTES,
+    catalog.SPANS_DROPPED,
 )
 
 

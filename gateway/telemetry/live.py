@@ -1,5 +1,6 @@
 """What the observable instruments read when metrics are collected: the gateway's live
-state (workers, zygotes, tokens in use, limits) and its per-endpoint totals."""
+state (workers, zygotes, tokens in use, limits, spans dropped) and its per-endpoint
+totals."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from gateway.admission import AdmissionStore
 from gateway.deployments import Deployments
 from gateway.telemetry import catalog
 from gateway.telemetry.instruments import GaugeSource
+from gateway.telemetry.spans import SpanBatch
 from workers import PoolManager
 
 Readings = Iterable[tuple[float, dict[str, str]]]
@@ -24,11 +26,13 @@ class LiveState:
         deployments: Deployments,
         admission: AdmissionStore,
         region_concurrency: int,
+        spans: SpanBatch | None = None,
     ) -> None:
         self._pools = pools
         self._deployments = deployments
         self._admission = admission
         self._region_concurrency = region_concurrency
+        self._spans = spans
 
     def sources(self) -> dict[str, GaugeSource]:
         return {
@@ -41,7 +45,13 @@ class LiveState:
             catalog.USAGE.name: self._total("gb_seconds"),
             catalog.BYTES_IN.name: self._total("bytes_in"),
             catalog.BYTES_OUT.name: self._total("bytes_out"),
+            catalog.SPANS_DROPPED.name: self.spans_dropped,
         }
+
+    def spans_dropped(self) -> Readings:
+        # Only when tracing: a gateway that makes no spans drops none.
+        if self._spans is not None:
+            yield float(self._spans.dropped()), {}
 
     def workers(self) -> Readings:
         for key, stats in self._pools.statistics().items():

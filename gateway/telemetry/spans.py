@@ -21,9 +21,13 @@ class SpanBatch:
     """Finished span records, handed to ``sink`` a batch at a time (``BATCH_SIZE``, or
     whatever ``flush`` finds). The sink must not block: it runs on the event loop."""
 
-    def __init__(self, sink: Callable[[list[Record]], None]) -> None:
+    def __init__(
+        self, sink: Callable[[list[Record]], None], dropped: Callable[[], int] = lambda: 0
+    ) -> None:
         self._sink = sink
         self._records: list[Record] = []
+        # How many spans the sink has dropped so far (it may, rather than block).
+        self.dropped = dropped
 
     def add(self, record: Record) -> None:
         self._records.append(record)

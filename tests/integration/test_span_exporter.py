@@ -308,3 +308,44 @@ def test_the_process_reports_spans_it_could_not_send() -> None:
     )
     assert done.returncode == 0
     assert b"could not export 2 spans" in done.stderr
+
+
+async def test_spans_sent_to_an_exporter_that_exited_are_dropped_and_counted() -> None:
+    """The gateway's end of the pipe never blocks or raises: a batch for an exporter
+    that is gone is dropped, and the span batch reports the count (the
+    coldbrew.spans_dropped metric reads it)."""
+    import asyncio
+    import logging
+
+    from gateway.telemetry.exporter import ExporterPipe
+    from gateway.telemetry.spans import SpanBatch
+
+    async def spawn() -> asyncio.subprocess.Process:
+        # A stand-in exporter that reads until end of input.
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; sys.stdin.buffer.read()",
+            stdin=asyncio.subprocess.PIPE,
+        )
+
+    proc = await spawn()
+    assert proc.stdin is not None
+    proc.stdin.close()
+    await proc.wait()
+    pipe = ExporterPipe(proc, spawn, logging.getLogger("test"))
+    batch = SpanBatch(pipe.send, lambda: pipe.dropped_spans)
+    batch.extend([record(number) for number in range(3)])
+    batch.flush()
+    assert batch.dropped() == 3
+    # Replaced by a live one on the next beat; nothing more is dropped.
+    await pipe.revive(now=0.0)
+    try:
+        assert pipe.proc is not proc
+        batch.add(record(3))
+        batch.flush()
+        assert batch.dropped() == 3
+    finally:
+        assert pipe.proc.stdin is not None
+        pipe.proc.stdin.close()
+        await pipe.proc.wait()

@@ -91,6 +91,8 @@ def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
     assert value(samples, "coldbrew_request_bytes_total", **endpoint) == len(b"pidpidraisesleep:1")
     assert value(samples, "coldbrew_billed_duration_milliseconds_total", **endpoint) >= 1000
     assert value(samples, "coldbrew_zygotes", kind="runtime") == 1
+    # Not tracing: no span is made, so none is dropped, and no such series.
+    assert "coldbrew_spans_dropped_total" not in {name for name, _, _ in samples}
 
 
 class Receiver:
@@ -379,6 +381,8 @@ def test_spans_are_exported_by_a_process_that_dies_with_the_gateway(
 
     with running_gateway(tmp_path, config, env=env) as gw:
         (exporter,) = wait_until(lambda: exporter_pids(gw), timeout=30, what="the exporter")
+        # None dropped so far, and the metric says so.
+        assert ("coldbrew_spans_dropped_total", {}, 0.0) in scrape(gw)
         # At the lowest CPU priority, once it has started (it renices itself).
         wait_until(
             lambda: os.getpriority(os.PRIO_PROCESS, exporter) == 19,
