@@ -9,7 +9,8 @@ CLIENT_KEY,CLIENT_CERTIFICATE,INSECURE}``, the signal's own variable first.
 
 A transport's ``post`` makes one attempt and classifies it (``Outcome``); ``deliver``
 retries what is retryable with exponential backoff, within the export timeout, as the
-OTLP specification asks.
+OTLP specification asks. ``protocol`` and ``SERVICE_NAME`` are shared with the metrics
+setup, which reads the same variables.
 """
 
 from __future__ import annotations
