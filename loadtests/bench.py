@@ -678,7 +678,7 @@ async def run(plan: Plan) -> dict[str, object]:
             "short keep-alive gateway", errors, lambda: short_idle_gateway(plan, folder, errors)
         )
         results |= await guarded("sklearn demo", errors, lambda: sklearn_demo(plan, folder, errors))
-        progress("the cost of telemetry: gateways off, traced, off")
+        progress("the cost of telemetry: gateways off and traced, measured in alternation")
         results |= await guarded(
             "telemetry cost", errors, lambda: telemetry_cost(plan, folder, errors)
         )

@@ -51,16 +51,7 @@ Sample = Callable[..., bool]
 class LightSpan(trace.Span):
     """A recording span whose end hands its record (made when it starts) to ``emit``."""
 
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_emit",
-        "_ended",
-        "_record",
-        "_span_id",
-        "_status",
-        "_trace_id",
-    )
+    __slots__ = ("_attributes", "_context", "_emit", "_record", "_span_id", "_trace_id")
 
     def __init__(
         self, emit: Callable[[Record], None], trace_id: int, span_id: int, record: Record
@@ -71,8 +62,6 @@ class LightSpan(trace.Span):
         self._context: SpanContext | None = None
         self._record = record
         self._attributes: dict[str, Any] = record["attributes"]
-        self._ended = False
-        self._status = StatusCode.UNSET
 
     def get_span_context(self) -> SpanContext:
         # Made when first asked for (a traceparent, a log line): most spans never are.
@@ -87,7 +76,7 @@ class LightSpan(trace.Span):
         return f"00-{self._record['trace_id']}-{self._record['span_id']}-01"
 
     def is_recording(self) -> bool:
-        return not self._ended
+        return self._record["end"] is None
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
         self._attributes[key] = value
@@ -110,9 +99,8 @@ class LightSpan(trace.Span):
         else:
             code = status
         # As the SDK: OK is final, and UNSET never overrides a status.
-        if self._status is StatusCode.OK or code is StatusCode.UNSET:
+        if self._record["status"] == StatusCode.OK.value or code is StatusCode.UNSET:
             return
-        self._status = code
         self._record["status"] = code.value
         if code is StatusCode.ERROR and description:
             self._record["status_message"] = description
@@ -126,9 +114,11 @@ class LightSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        # Type and message, without a stack trace: every error crossing these spans is
-        # the gateway's own answer (a throttle, a model error), whose trace says nothing
+        # Type and message, without a stack trace: every error crossing the gateway's
+        # spans is its own answer (a throttle, a model error), whose trace says nothing
         # to the operator and would cost a formatted traceback per throttled request.
+        # Model code's spans get the same (an exception leaving the handler is logged
+        # with its traceback by the worker).
         details = {
             "exception.type": type(exception).__qualname__,
             "exception.message": str(exception),
@@ -137,9 +127,8 @@ class LightSpan(trace.Span):
         self.add_event("exception", details, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
+        if self._record["end"] is not None:
             return
-        self._ended = True
         self._record["end"] = end_time or time.time_ns()
         self._emit(self._record)
 

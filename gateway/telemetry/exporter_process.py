@@ -110,7 +110,6 @@ class SpanShipper:
         self._clock = clock
         self._due: float | None = None
         self._failing = False
-        self.sent_spans = 0
         self.lost_spans = 0
 
     def add(self, records: object) -> None:
@@ -145,7 +144,6 @@ class SpanShipper:
             return
         attempt = deliver(self._transport, self._request.take(), self._timeout_s)
         if attempt.outcome is Outcome.SENT:
-            self.sent_spans += count
             if self._failing:
                 self._log.warning("exporting spans again")
                 self._failing = False
