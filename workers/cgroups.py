@@ -252,6 +252,7 @@ class _CgroupEnforcer:
             cpu_affinity=None,
             env=plan.thread_environment(),
             fsize_limit=plan.disk_bytes,
+            cgroup_v1=self.mode == "cgroup1",
         )
 
     def release(self, name: str) -> None:

@@ -39,6 +39,15 @@ THREAD_VARIABLES: Final = (
     "VECLIB_MAXIMUM_THREADS",
 )
 
+# OpenBLAS threads busy-wait for work for 2**OPENBLAS_THREAD_TIMEOUT CPU cycles when they
+# start and after each parallel call (default 2**28: ~0.1 s). Under a CPU quota that spin
+# spends the quota the model needs: growing the pools of a forked 2048 MB scikit-learn
+# worker to two threads burnt ~230 ms of CPU and made its load and first call 6x slower.
+# 2**22 cycles (~1.5 ms) still keeps the threads awake between back-to-back calls. The
+# model's Environment may set another value (read where OpenBLAS loads: in a zygote, the
+# zygote's value applies).
+BLAS_SPIN_ENV: Final = {"OPENBLAS_THREAD_TIMEOUT": "22"}
+
 # cgroup v2 cpu.weight of a 1024 MB worker: the kernel's default weight, so a 1024 MB
 # worker competes like any ordinary process. v1 cpu.shares default to 1024 for the same.
 WEIGHT_PER_GIB: Final = 100
@@ -90,8 +99,8 @@ class ResourcePlan:
         return max(round(self.vcpus * period_us), 1000)
 
     def thread_environment(self) -> dict[str, str]:
-        """The thread-count variables for this plan."""
-        return dict.fromkeys(THREAD_VARIABLES, str(self.threads))
+        """The thread-count variables for this plan, and the bound on BLAS spinning."""
+        return {**dict.fromkeys(THREAD_VARIABLES, str(self.threads)), **BLAS_SPIN_ENV}
 
 
 def plan_resources(
@@ -125,12 +134,15 @@ class Placement:
     ``cgroup_procs``: the ``cgroup.procs`` file of each of the worker's cgroups (empty
     without cgroups). ``cpu_affinity``: the CPUs to pin to when no cgroup caps CPU, else
     None. ``env``: the thread-count variables. ``fsize_limit``: RLIMIT_FSIZE in bytes.
+    ``cgroup_v1``: the groups are cgroup v1 ones, which a single-threaded process joins
+    through their ``tasks`` files instead (see ``join_cgroup``).
     """
 
     cgroup_procs: tuple[str, ...]
     cpu_affinity: tuple[int, ...] | None
     env: Mapping[str, str] = field(default_factory=dict)
     fsize_limit: int = DISK_BYTES
+    cgroup_v1: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form, for a frame header."""
@@ -139,6 +151,7 @@ class Placement:
             "cpu_affinity": None if self.cpu_affinity is None else list(self.cpu_affinity),
             "env": dict(self.env),
             "fsize_limit": self.fsize_limit,
+            "cgroup_v1": self.cgroup_v1,
         }
 
     @classmethod
@@ -150,6 +163,7 @@ class Placement:
         affinity = data.get("cpu_affinity")
         env = data.get("env")
         fsize = data.get("fsize_limit")
+        v1 = data.get("cgroup_v1", False)
         if not isinstance(procs, list) or not all(isinstance(p, str) for p in procs):
             raise ValueError("placement cgroup_procs must be a list of paths")
         if affinity is not None and (
@@ -164,11 +178,14 @@ class Placement:
             raise ValueError("placement env must map strings to strings")
         if not isinstance(fsize, int) or isinstance(fsize, bool) or fsize < 1:
             raise ValueError("placement fsize_limit must be a positive integer")
+        if not isinstance(v1, bool):
+            raise ValueError("placement cgroup_v1 must be true or false")
         return cls(
             cgroup_procs=tuple(procs),
             cpu_affinity=None if affinity is None else tuple(affinity),
             env=dict(env),
             fsize_limit=fsize,
+            cgroup_v1=v1,
         )
 
 
@@ -219,16 +236,8 @@ def join_placement(placement: Placement) -> None:
     their library loads. Python ignores SIGXFSZ, so a write past the file-size limit fails
     with OSError (EFBIG) instead of killing the worker. Raises OSError naming what failed.
     """
-    pid = str(os.getpid()).encode()
     for procs in placement.cgroup_procs:
-        try:
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot join cgroup {procs}: {exc.strerror}") from exc
+        join_cgroup(procs, v1=placement.cgroup_v1)
     if placement.cpu_affinity is not None:
         try:
             os.sched_setaffinity(0, placement.cpu_affinity)
@@ -247,6 +256,30 @@ def join_placement(placement: Placement) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     except (OSError, ValueError) as exc:
         raise OSError(f"cannot limit file size to {limit} bytes: {exc}") from exc
+
+
+def join_cgroup(procs: str, *, v1: bool) -> None:
+    """Move the calling process into the cgroup whose ``cgroup.procs`` file is ``procs``.
+
+    Moving a whole process takes the kernel's global thread-group lock, whose write side
+    waits for an RCU grace period: 5-15 ms on the 2-core machines measured, on every cold
+    start. Since Linux 6.0 moving only the calling thread skips that lock, so a
+    single-threaded process in a cgroup v1 hierarchy writes ``0`` (itself) to the group's
+    ``tasks`` file instead: ~0.15 ms, and the same membership, since it has no other
+    thread. (cgroup v2 moves single threads only inside threaded subtrees.) Raises
+    OSError naming the group.
+    """
+    path, value = procs, str(os.getpid()).encode()
+    if v1 and len(os.listdir("/proc/self/task")) == 1:
+        path, value = os.path.join(os.path.dirname(procs), "tasks"), b"0"
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot join cgroup {procs}: {exc.strerror}") from exc
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -25,7 +25,6 @@ class Placer:
         self._mb_per_vcpu = mb_per_vcpu
         self._host_cpus = host_cpus or len(os.sched_getaffinity(0)) or 1
         self._memory_mb: dict[str, int] = {}
-        self._deferred: dict[str, list[str]] = {}
 
     @property
     def mode(self) -> str:
@@ -39,34 +38,12 @@ class Placer:
     def describe(self) -> str:
         return self._enforcer.describe()
 
-    def prepare(self, name: str, memory_mb: int, *, defer_cpu: bool = False) -> dict[str, Any]:
-        """Prepare the placement of the worker ``name``; return it as JSON for the child.
-
-        With ``defer_cpu``, the child joins only its memory cgroup itself (before any
-        model code, so its memory is capped from the start), and ``attach_deferred``
-        moves it into its CPU cgroup afterwards: under cgroup v1 that move can wait
-        ~10 ms for the kernel, which would otherwise delay a worker forked with its
-        model already loaded. Its CPU cap then applies within milliseconds of its start.
-        """
+    def prepare(self, name: str, memory_mb: int) -> dict[str, Any]:
+        """Prepare the placement of the worker ``name``; return it as JSON for the child,
+        which joins it itself before any model code runs (``workers.limits``)."""
         plan = plan_resources(memory_mb, mb_per_vcpu=self._mb_per_vcpu, host_cpus=self._host_cpus)
         self._memory_mb[name] = memory_mb
-        placement = self._enforcer.prepare(name, plan).to_json()
-        if defer_cpu and self._enforcer.mode == "cgroup1":
-            procs = placement["cgroup_procs"]
-            cpu = [path for path in procs if _in_cpu_hierarchy(path)]
-            placement["cgroup_procs"] = [path for path in procs if path not in cpu]
-            self._deferred[name] = cpu
-        return placement
-
-    def attach_deferred(self, name: str, pid: int) -> None:
-        """Move a started worker into the cgroups ``prepare`` deferred. Blocking; a
-        worker that has already exited (or whose cgroup is gone) is no error."""
-        for path in self._deferred.pop(name, []):
-            try:
-                with open(path, "w") as procs:
-                    procs.write(str(pid))
-            except (FileNotFoundError, ProcessLookupError):
-                return
+        return self._enforcer.prepare(name, plan).to_json()
 
     def memory_bytes(self, name: str) -> int:
         return self._memory_mb.get(name, 0) * 1024 * 1024
@@ -83,17 +60,10 @@ class Placer:
     def release(self, name: str) -> None:
         """After the worker exited: remove what ``prepare`` made."""
         self._memory_mb.pop(name, None)
-        self._deferred.pop(name, None)
         self._enforcer.release(name)
 
     def close(self) -> None:
         self._enforcer.close()
-
-
-def _in_cpu_hierarchy(procs_path: str) -> bool:
-    """True for a cgroup v1 ``cgroup.procs`` file of the cpu controller's hierarchy."""
-    parts = Path(procs_path).parts
-    return any("cpu" in part.split(",") for part in parts[:5])
 
 
 def over_memory(pid: int, limit_bytes: int) -> bool:

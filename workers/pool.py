@@ -307,8 +307,6 @@ class EndpointPool:
             worker.launch_ms = (self._now() - started) * 1000.0
             self._live.add(worker)
             self._all_exited.clear()
-            if self._placer is not None:
-                self._run_background(self._attach_deferred(worker))
             self._run_background(self._supervise(worker))
             await worker.wait_ready(self.limits.setup_timeout_s)
         except BaseException:
@@ -334,12 +332,10 @@ class EndpointPool:
         self._maybe_start_model_zygote()
         return worker
 
-    def _fork_request(self, private_dir: Path, *, defer_cpu: bool = False) -> dict[str, Any]:
+    def _fork_request(self, private_dir: Path) -> dict[str, Any]:
         placement = None
         if self._placer is not None:
-            placement = self._placer.prepare(
-                private_dir.name, self.spec.memory_mb, defer_cpu=defer_cpu
-            )
+            placement = self._placer.prepare(private_dir.name, self.spec.memory_mb)
             # Thread counts the model's own Environment sets win over the defaults.
             placement["env"] = {
                 key: value
@@ -367,9 +363,7 @@ class EndpointPool:
             model_zygote=model is not None and model.alive,
             runtime_zygote=runtime is not None,
         )
-        # A worker forked from the model zygote is READY at once, so the slow part of its
-        # placement (the CPU cgroup under v1) is done beside it rather than before it.
-        request = self._fork_request(private_dir, defer_cpu=tiers[0] == MODEL_ZYGOTE)
+        request = self._fork_request(private_dir)
         for tier in tiers:
             zygote = model if tier == MODEL_ZYGOTE else runtime if tier == RUNTIME_ZYGOTE else None
             if zygote is None:
@@ -520,17 +514,6 @@ class EndpointPool:
     async def _stop(self, worker: WorkerProcess) -> None:
         await worker.stop()
 
-    async def _attach_deferred(self, worker: WorkerProcess) -> None:
-        assert self._placer is not None
-        try:
-            await asyncio.to_thread(self._placer.attach_deferred, worker.private_name, worker.pid)
-        except OSError as error:
-            # A worker that cannot be put in its limits must not serve.
-            self._log.error("%s: worker %d not placed: %s", self.spec.label, worker.pid, error)
-            worker.kill()
-        finally:
-            worker.attached.set()
-
     async def _supervise(self, worker: WorkerProcess) -> None:
         """Forward the worker's output to the log until it closes, then clean up after
         the process: this is the one place a worker's exit is observed."""
@@ -566,7 +549,6 @@ class EndpointPool:
             if self._placer.out_of_memory(name):
                 worker.out_of_memory = True
             worker.settled.set()
-            await worker.attached.wait()
             # Removing a cgroup may wait briefly for the kernel to finish the exit.
             await asyncio.to_thread(self._placer.release, name)
         except OSError as error:

@@ -84,8 +84,6 @@ class WorkerProcess:
         self.out_of_memory = False
         self.out_of_disk = False
         self.settled = asyncio.Event()
-        # Set once the pool has finished placing a forked worker (its deferred cgroups).
-        self.attached = asyncio.Event()
 
     @property
     def private_dir(self) -> Path:

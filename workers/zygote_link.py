@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 from workers.adopted import AdoptedProcess
 from workers.environment import INHERITED_KEYS
 from workers.errors import WorkerError
+from workers.limits import BLAS_SPIN_ENV
 from workers.output import channel_reader, log_channel
 from workers.protocol import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
 
@@ -174,9 +175,10 @@ class ZygoteLink:
 
 
 def zygote_environment(inherited: Mapping[str, str]) -> dict[str, str]:
-    """The runtime zygote's environment: the clean worker base, single-threaded."""
+    """The runtime zygote's environment: the clean worker base, single-threaded, with
+    BLAS threads that spin briefly (they start when a forked worker grows its pools)."""
     env = {key: inherited[key] for key in INHERITED_KEYS if key in inherited}
-    env.update(SINGLE_THREADED_ENV, PYTHONDONTWRITEBYTECODE="1")
+    env.update(SINGLE_THREADED_ENV, **BLAS_SPIN_ENV, PYTHONDONTWRITEBYTECODE="1")
     return env
 
 

@@ -37,12 +37,15 @@ HOST_CPUS = len(os.sched_getaffinity(0))
 
 # The worker side: join the placement, report, then obey commands until stdin closes.
 CHILD = """
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
 from workers.limits import Placement, join_placement
+if sys.argv[2:] == ["threaded"]:
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
 join_placement(Placement.from_json(json.loads(sys.argv[1])))
 print(json.dumps({
     "pid": os.getpid(),
     "cgroup": open("/proc/self/cgroup").read(),
+    "threads": [open(f"/proc/self/task/{t}/cgroup").read() for t in os.listdir("/proc/self/task")],
     "env": dict(os.environ),
     "fsize": resource.getrlimit(resource.RLIMIT_FSIZE),
     "affinity": sorted(os.sched_getaffinity(0)),
@@ -65,10 +68,11 @@ class Child:
     """A process running CHILD under ``placement``; a context manager that kills and reaps
     it on exit. Lines are read with a deadline, never by sleeping."""
 
-    def __init__(self, placement: Placement) -> None:
+    def __init__(self, placement: Placement, *, threaded: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+        extra = ["threaded"] if threaded else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, json.dumps(placement.to_json())],
+            [sys.executable, "-c", CHILD, json.dumps(placement.to_json()), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -234,20 +238,30 @@ def test_prepare_writes_the_plan(enforcer: Enforcer, memory_mb: int) -> None:
         assert written[quota_file].split()[0] == "57886"
 
 
-def test_child_joins_its_cgroups_and_limits(enforcer: Enforcer) -> None:
-    """A real child ends up in the worker's groups, with the thread variables and the
-    file-size limit set; release removes the groups once it exited."""
+def joined_controllers(proc_cgroup: str, name: str) -> set[str]:
+    """The controllers whose line of a /proc/.../cgroup text ends in worker ``name``'s
+    group ({""} for the v2 hierarchy)."""
+    suffix = f"/coldbrew-{os.getpid()}/{name}"
+    return {line.split(":")[1] for line in proc_cgroup.splitlines() if line.endswith(suffix)}
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["one-thread", "two-threads"])
+def test_child_joins_its_cgroups_and_limits(enforcer: Enforcer, threaded: bool) -> None:
+    """A real child ends up in the worker's groups with every thread it has (a single
+    thread joins under v1 through the ``tasks`` file, a threaded process as a whole),
+    with the thread variables and the file-size limit set; release removes the groups
+    once it exited."""
     plan = plan_resources(2048, host_cpus=HOST_CPUS)
     placement = enforcer.prepare("w-1", plan)
-    with Child(placement) as child:
+    with Child(placement, threaded=threaded) as child:
         report = child.read()
         for procs in placement.cgroup_procs:
             assert str(report["pid"]) in Path(procs).read_text().split()
-        suffix = f"/coldbrew-{os.getpid()}/w-1"
-        joined = {
-            line.split(":")[1] for line in report["cgroup"].splitlines() if line.endswith(suffix)
-        }
-        assert joined == ({""} if enforcer.mode == "cgroup2" else {"cpu", "memory"})
+        expected = {""} if enforcer.mode == "cgroup2" else {"cpu", "memory"}
+        assert joined_controllers(report["cgroup"], "w-1") == expected
+        assert len(report["threads"]) == (2 if threaded else 1)
+        for thread in report["threads"]:
+            assert joined_controllers(thread, "w-1") == expected
         for variable in THREAD_VARIABLES:
             assert report["env"][variable] == str(plan.threads)
         assert report["fsize"] == [DISK_BYTES, DISK_BYTES]

@@ -15,7 +15,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.control import control_client, create_model
-from tests.support import Gateway, is_running, running_gateway, toml_config, wait_until
+from tests.support import (
+    Gateway,
+    clean_env,
+    is_running,
+    running_gateway,
+    toml_config,
+    wait_until,
+)
 from workers.limits import plan_resources
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,12 +69,24 @@ def test_cold_starts_move_to_the_model_zygote(tmp_path: Path) -> None:
         assert second != first
         assert call(gw, "behave", b"pid") == (second, None)
         if Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() and os.geteuid() == 0:
-            # Its CPU cgroup is joined beside its start, not before it: soon, surely.
-            wait_until(
-                lambda: cgroup_dir(int(second), "cpu").name.startswith("worker-"),
-                timeout=10,
-                what="the forked worker to be in its CPU cgroup",
-            )
+            # The worker joined its groups itself, before it told the gateway it was ready.
+            for controller in ("cpu", "memory"):
+                assert cgroup_dir(int(second), controller).name.startswith("worker-")
+
+
+def test_runtime_zygote_environment_is_clean_and_single_threaded(tmp_path: Path) -> None:
+    """The runtime zygote gets none of the gateway's secrets or settings; frameworks it
+    imports start no thread pools, and OpenBLAS threads its workers start spin briefly."""
+    secret = "zygote-must-not-see-this"
+    env = clean_env(AWS_SECRET_ACCESS_KEY=secret, COLDBREW_TEST_SETTING=secret)
+    with running_gateway(tmp_path, quick_reaping(tmp_path, {}), env=env) as gw:
+        zygotes = wait_until(lambda: gw.children("cb-zygote"), timeout=30, what="the zygote")
+        raw = Path(f"/proc/{zygotes[0]}/environ").read_bytes()
+    variables = dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+    assert secret not in raw.decode()
+    assert not {"AWS_SECRET_ACCESS_KEY", "COLDBREW_TEST_SETTING"} & set(variables)
+    assert variables["OMP_NUM_THREADS"] == variables["OPENBLAS_NUM_THREADS"] == "1"
+    assert variables["OPENBLAS_THREAD_TIMEOUT"] == "22"
 
 
 def test_zygotes_off_starts_fresh_interpreters(tmp_path: Path) -> None:

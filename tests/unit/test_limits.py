@@ -58,7 +58,10 @@ def test_smallest_plan_is_a_fraction_of_a_cpu() -> None:
     plan = plan_resources(1024, host_cpus=2)
     assert round(plan.vcpus, 3) == 0.579
     assert plan.cpu_quota_us(100_000) == 57_886
-    assert plan.thread_environment() == dict.fromkeys(THREAD_VARIABLES, "1")
+    assert plan.thread_environment() == {
+        **dict.fromkeys(THREAD_VARIABLES, "1"),
+        "OPENBLAS_THREAD_TIMEOUT": "22",
+    }
 
 
 def test_weights_are_proportional_to_memory() -> None:
@@ -96,14 +99,15 @@ def test_plan_rejects_non_positive_arguments(arguments: dict[str, int]) -> None:
         plan_resources(**arguments)
 
 
-@pytest.mark.parametrize("affinity", [None, (0, 3)])
-def test_placement_survives_a_json_round_trip(affinity: tuple[int, ...] | None) -> None:
+@pytest.mark.parametrize(("affinity", "v1"), [(None, True), ((0, 3), False)])
+def test_placement_survives_a_json_round_trip(affinity: tuple[int, ...] | None, v1: bool) -> None:
     """A placement sent through JSON text comes back equal."""
     placement = Placement(
         cgroup_procs=("/sys/fs/cgroup/cpu/coldbrew-1/w-1/cgroup.procs",),
         cpu_affinity=affinity,
         env={"OMP_NUM_THREADS": "2"},
         fsize_limit=12345,
+        cgroup_v1=v1,
     )
     assert Placement.from_json(json.loads(json.dumps(placement.to_json()))) == placement
 
@@ -118,6 +122,7 @@ def test_placement_survives_a_json_round_trip(affinity: tuple[int, ...] | None) 
         {"cgroup_procs": [], "cpu_affinity": None, "env": {"A": 1}, "fsize_limit": 1},
         {"cgroup_procs": [], "cpu_affinity": None, "env": {}, "fsize_limit": 0},
         {"cgroup_procs": [], "cpu_affinity": None, "env": {}, "fsize_limit": True},
+        {"cgroup_procs": [], "cpu_affinity": None, "env": {}, "fsize_limit": 1, "cgroup_v1": 1},
     ],
 )
 def test_placement_rejects_malformed_json(data: Any) -> None:
@@ -144,7 +149,10 @@ def test_fallback_placement_has_no_cgroups_and_sets_threads_and_disk() -> None:
     """A fallback placement joins no cgroup, and carries the thread count and disk cap."""
     placement = FallbackEnforcer([0, 1]).prepare("w-1", plan_resources(2048, host_cpus=2))
     assert placement.cgroup_procs == ()
-    assert placement.env == dict.fromkeys(THREAD_VARIABLES, "2")
+    assert placement.env == {
+        **dict.fromkeys(THREAD_VARIABLES, "2"),
+        "OPENBLAS_THREAD_TIMEOUT": "22",
+    }
     assert placement.fsize_limit == DISK_BYTES
 
 
