@@ -26,6 +26,9 @@ async def read_body(
     without reading more than ``limit + 1`` of it. Raises ``error`` (by default the
     runtime's ValidationError) naming ``field``, or RequestTimeoutException (408) when the
     client is too slow."""
+    if request.content.is_eof():
+        # The whole body has arrived with the headers (the usual case): no wait, no timer.
+        return await _read_within(request, limit, field, error)
     try:
         async with asyncio.timeout(timeout_s):
             return await _read_within(request, limit, field, error)
@@ -38,21 +41,23 @@ async def read_body(
 async def _read_within(
     request: web.Request, limit: int, field: str, error: Callable[[str], ServiceError]
 ) -> bytes:
-    too_large = error(
-        f"1 validation error detected: Value at '{field}' failed to satisfy constraint: "
-        f"Member must have length less than or equal to {limit}"
-    )
+    def too_large() -> ServiceError:
+        return error(
+            f"1 validation error detected: Value at '{field}' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {limit}"
+        )
+
     length = request.content_length
     if length is not None:
         if length > limit:
-            raise too_large
+            raise too_large()
         return await request.content.readexactly(length) if length else b""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise too_large()
         chunks.append(chunk)
     return b"".join(chunks)
 

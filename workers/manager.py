@@ -72,6 +72,8 @@ class PoolManager:
         self._pools: dict[Hashable, EndpointPool] = {}
         self._retired: set[EndpointPool] = set()
         self._wake = asyncio.Event()
+        # When the reaper looks next by itself (None: only when woken).
+        self._reaper_due: float | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._runtime: ZygoteLink | None = None
@@ -163,7 +165,7 @@ class PoolManager:
             private_root=self._private_root,
             inherited_env=self._inherited_env,
             run_background=self._run_background,
-            wake_reaper=self._wake.set,
+            wake_reaper=self._wake_reaper,
             log=self._log,
             zygotes=self if self._zygotes_on else None,
             placer=self._placer,
@@ -287,6 +289,13 @@ class PoolManager:
 
     # ------------------------------------------------------------------ reaper
 
+    def _wake_reaper(self, due: float | None = None) -> None:
+        """Make the reaper look again: at once, or by ``due`` (when something expires),
+        which needs no wake-up when it already looks by then. A worker made idle expires
+        after every deadline the reaper already has, so a release costs no reaper pass."""
+        if due is None or self._reaper_due is None or due < self._reaper_due:
+            self._wake.set()
+
     async def _run_reaper(self) -> None:
         """Reap idle workers exactly when their keep-alive ends, and keep min_workers
         warm: sleep until the earliest expiry or retry, or until a release or an exit
@@ -299,6 +308,7 @@ class PoolManager:
                 for at in (pool.reap_idle_nowait(now), pool.replenish_nowait(now)):
                     if at is not None and (next_at is None or at < next_at):
                         next_at = at
+            self._reaper_due = next_at
             delay = None if next_at is None else max(0.0, next_at - self._now())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

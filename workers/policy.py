@@ -1,6 +1,7 @@
 """Pure pool policy: which idle worker to reuse, which idle workers to reap, and when to
-look again. No I/O and no clock: ``now`` is passed in, so tests simulate hours in
-microseconds. The pool's thin loop applies these decisions.
+look again; which tier serves a cold start, and where its time went. No I/O and no
+clock: ``now`` is passed in, so tests simulate hours in microseconds. The pool's thin
+loop applies these decisions.
 """
 
 from __future__ import annotations
@@ -82,3 +83,24 @@ def model_zygote_expires_at(last_activity: float, zygote_idle_timeout_s: float) 
     """When an endpoint's model zygote is reaped: its own keep-alive after the endpoint's
     last invocation, so an idle endpoint returns to zero processes of its own."""
     return last_activity + zygote_idle_timeout_s
+
+
+def cold_start_phases(
+    tier: str | None, init_ms: float, launch_ms: float, import_ms: float, model_fn_ms: float
+) -> tuple[tuple[str, float], ...]:
+    """Where a cold start of ``init_ms`` went, in order: starting the process (a fork of
+    a zygote, or a fresh interpreter), importing the inference code, model_fn, and the
+    rest until READY. Pure; every phase is >= 0 and together they never exceed
+    ``init_ms``."""
+    launch = "spawn" if tier == SPAWN else "fork"
+    loading = import_ms + model_fn_ms
+    # A forked worker starts loading before the gateway has read the fork's reply, so
+    # the launch as the gateway timed it overlaps the worker's own timings: it gets what
+    # they leave.
+    launch_ms = max(0.0, min(launch_ms, init_ms - loading))
+    return (
+        (launch, launch_ms),
+        ("imports", import_ms),
+        ("model_fn", model_fn_ms),
+        ("ready", max(0.0, init_ms - launch_ms - loading)),
+    )

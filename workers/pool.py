@@ -26,6 +26,7 @@ from workers.placement import Placer, over_disk, over_memory
 from workers.policy import (
     MODEL_ZYGOTE,
     RUNTIME_ZYGOTE,
+    cold_start_phases,
     cold_start_tiers,
     model_zygote_expires_at,
     pick_most_recent,
@@ -66,21 +67,6 @@ class ZygoteSource(Protocol):
         ...
 
 
-def cold_start_phases(worker: WorkerProcess) -> tuple[tuple[str, float], ...]:
-    """Where a worker's cold start went, in order: starting the process (a fork of a
-    zygote, or a fresh interpreter), importing the inference code, model_fn, and the rest
-    until READY."""
-    init_ms = worker.init_ms or 0.0
-    launch = "spawn" if worker.tier == "spawn" else "fork"
-    accounted = worker.launch_ms + worker.import_ms + worker.model_fn_ms
-    return (
-        (launch, worker.launch_ms),
-        ("imports", worker.import_ms),
-        ("model_fn", worker.model_fn_ms),
-        ("ready", max(0.0, init_ms - accounted)),
-    )
-
-
 class PoolClosed(WorkerError):
     """The pool is closing (endpoint removed or gateway stopping); it takes no new work."""
 
@@ -103,9 +89,9 @@ class EndpointPool:
 
     ``now`` is a monotonic clock in seconds. ``run_background`` runs a coroutine under the
     owner's task group (each worker's supervision and stopping run so, never as loose
-    tasks); ``wake_reaper`` tells the owner's reaper loop that the next reap time may have
-    moved. ``zygotes`` is None where zygotes are off: every worker is then a fresh
-    interpreter.
+    tasks); ``wake_reaper(due)`` tells the owner's reaper loop that the next reap time may
+    have moved (to ``due`` at the latest; None: look now). ``zygotes`` is None where
+    zygotes are off: every worker is then a fresh interpreter.
     """
 
     def __init__(
@@ -117,7 +103,7 @@ class EndpointPool:
         private_root: Path,
         inherited_env: Mapping[str, str],
         run_background: RunBackground,
-        wake_reaper: Callable[[], None],
+        wake_reaper: Callable[[float | None], None],
         log: logging.Logger,
         zygotes: ZygoteSource | None = None,
         placer: Placer | None = None,
@@ -186,22 +172,31 @@ class EndpointPool:
         self._invocations += 1
         self._maybe_start_model_zygote()
         worker, cold = await self._acquire()
-        watchdog = asyncio.create_task(self._watch(worker)) if self._placer is not None else None
-        called = self._now()
+        # A call that outlasts WATCH_FIRST_S gets a watchdog task, which this call owns
+        # and ends; shorter calls (nearly all) cost one timer instead of a task.
+        watchdog: list[asyncio.Task[None]] = []
+        timer = (
+            asyncio.get_running_loop().call_later(
+                WATCH_FIRST_S, lambda: watchdog.append(asyncio.create_task(self._watch(worker)))
+            )
+            if self._placer is not None
+            else None
+        )
         try:
             result = await worker.call(
                 invocation,
                 timeout_s=self.limits.invocation_timeout_s,
                 max_response_bytes=self.limits.max_response_bytes,
             )
-            result = replace(result, model_ms=(self._now() - called) * 1000.0)
         except WorkerBroken as error:
             raise await self._explain(worker, error) from error
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            if timer is not None:
+                timer.cancel()
+            for task in watchdog:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+                    await task
             self._release(worker)
         if cold:
             return replace(
@@ -209,19 +204,24 @@ class EndpointPool:
                 cold_start=True,
                 tier=worker.tier,
                 init_ms=worker.init_ms,
-                phases=cold_start_phases(worker),
+                phases=cold_start_phases(
+                    worker.tier,
+                    worker.init_ms or 0.0,
+                    worker.launch_ms,
+                    worker.import_ms,
+                    worker.model_fn_ms,
+                ),
             )
         return result
 
     async def _watch(self, worker: WorkerProcess) -> None:
-        """While a call runs: stop the worker once it uses more memory than its size
-        (where no kernel limit does) or more disk than its private directory may hold.
-        The first look comes after a while, so short calls cost nothing."""
+        """While a call runs (from WATCH_FIRST_S into it): stop the worker once it uses more
+        memory than its size (where no kernel limit does) or more disk than its private
+        directory may hold."""
         assert self._placer is not None
         name = worker.private_name
         memory = self._placer.memory_bytes(name)
         disk = self._placer.disk_bytes(name)
-        await asyncio.sleep(WATCH_FIRST_S)
         tick = 0
         while True:
             if self._placer.watches_memory and over_memory(worker.pid, memory):
@@ -430,7 +430,7 @@ class EndpointPool:
         self._run_background(self._supervise_zygote(link, private_dir))
         if self._closing:
             link.close()
-        self._wake_reaper()
+        self._wake_reaper(None)
         self._log.info(
             "%s: model zygote %d ready, model loaded in %.1f ms",
             self.spec.label,
@@ -467,7 +467,7 @@ class EndpointPool:
             else:
                 worker.idle_since = self._now()
                 self._idle.append(worker)
-                self._wake_reaper()
+                self._wake_reaper(worker.idle_since + self.limits.idle_timeout_s)
         self._notify_waiters()
 
     async def prewarm(self) -> float:
@@ -506,7 +506,7 @@ class EndpointPool:
                 error,
                 self._warm_retry_at - self._now(),
             )
-            self._wake_reaper()
+            self._wake_reaper(None)
             return
         self._warm_retry_delay = WARM_RETRY_FIRST_S
         self._make_idle(worker)
@@ -537,7 +537,7 @@ class EndpointPool:
             self._idle.remove(worker)
         self._check_all_exited()
         self._notify_waiters()
-        self._wake_reaper()  # a kept-warm worker that died is replaced
+        self._wake_reaper(None)  # a kept-warm worker that died is replaced
         self._log.info("%s %s", prefix, describe_exit(returncode))
 
     async def _release_placement(self, worker: WorkerProcess) -> None:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,8 @@ class WorkerProcess:
     async def call(
         self, invocation: Invocation, *, timeout_s: float, max_response_bytes: int
     ) -> InvocationResult:
-        """Send one invocation and wait for the model's answer.
+        """Send one invocation and wait for the model's answer (``model_ms``: how long that
+        took).
 
         Raises WorkerTimeout, WorkerBroken or ResponseTooLarge; after any of them, or a
         cancellation, the worker has been killed, because its state is unknown.
@@ -235,6 +237,7 @@ class WorkerProcess:
         }
         if invocation.traceparent is not None:
             header["traceparent"] = invocation.traceparent
+        called = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
                 self._writer.write(encode_frame(header, invocation.body))
@@ -263,6 +266,7 @@ class WorkerProcess:
         return InvocationResult(
             status=reply["status"],
             body=body,
+            model_ms=(time.perf_counter() - called) * 1000.0,
             content_type=reply.get("content_type"),
             custom_attributes=reply.get("custom_attributes"),
             cpu_s=float(cpu_s) if isinstance(cpu_s, int | float) else None,

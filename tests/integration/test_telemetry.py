@@ -53,6 +53,25 @@ def sending_traceparent(gw: Gateway, traceparent: str) -> Any:
     return client
 
 
+def throttle_one_call(gw: Gateway, endpoint: str) -> None:
+    """With a 1 s call to ``endpoint`` (max_concurrency 1) in flight, one more call is
+    throttled by the endpoint's quota; returns once the slow call has answered."""
+    slow, rt = gw.runtime(), gw.runtime()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(
+            lambda: slow.invoke_endpoint(EndpointName=endpoint, Body=b"sleep:1")["Body"].read()
+        )
+        wait_until(
+            lambda: value(scrape(gw), "coldbrew_concurrency", faas_name=endpoint) == 1,
+            timeout=30,
+            what="the slow call to be in flight",
+        )
+        with pytest.raises(ClientError) as caught:
+            rt.invoke_endpoint(EndpointName=endpoint, Body=b"x")
+        assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+        busy.result(timeout=30)
+
+
 def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
     """After 1 cold and 3 warm invocations, one of them a model error, and 1 throttled
     call, /metrics shows exactly those counts."""
@@ -63,20 +82,7 @@ def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
         rt.invoke_endpoint(EndpointName="behave", Body=b"pid")
         with pytest.raises(ClientError):
             rt.invoke_endpoint(EndpointName="behave", Body=b"raise")
-        slow = gw.runtime()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            busy = pool.submit(
-                lambda: slow.invoke_endpoint(EndpointName="behave", Body=b"sleep:1")["Body"].read()
-            )
-            wait_until(
-                lambda: value(scrape(gw), "coldbrew_concurrency", faas_name="behave") == 1,
-                timeout=30,
-                what="the slow call to be in flight",
-            )
-            with pytest.raises(ClientError) as caught:
-                rt.invoke_endpoint(EndpointName="behave", Body=b"x")
-            assert caught.value.response["Error"]["Code"] == "ThrottlingException"
-            busy.result(timeout=30)
+        throttle_one_call(gw, "behave")
         samples = scrape(gw)
     endpoint = {"faas_name": "behave", "cloud_region": "us-east-1"}
     assert value(samples, "faas_invocations_total", **endpoint) == 4
@@ -180,7 +186,7 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     assert first.trace_id.hex() == trace_id
     children = [span for span in receiver.spans if span.parent_span_id == first.span_id]
     names = {span.name for span in children}
-    assert {"admission", "cold start", "model call"} <= names
+    assert names == {"cold start", "model call"}
     (cold,) = [span for span in children if span.name == "cold start"]
     assert attributes(cold)["coldbrew.tier"] == "runtime-zygote"
     phases = sorted(
@@ -190,6 +196,23 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     assert [span.name for span in phases] == ["fork", "imports", "model_fn", "ready"]
     assert phases[0].start_time_unix_nano == cold.start_time_unix_nano
     assert phases[-1].end_time_unix_nano <= cold.end_time_unix_nano
+
+
+def test_a_throttled_call_is_traced_with_its_quota(tmp_path: Path, receiver: Receiver) -> None:
+    """A call refused by the endpoint's quota has a SERVER span that names the quota and
+    has no child (it reached no worker)."""
+    env = traces_to(receiver.url)
+    config = toml_config(tmp_path / "state", endpoints={"behave": {"max_concurrency": 1}})
+    with running_gateway(tmp_path, config, env=env) as gw:
+        throttle_one_call(gw, "behave")
+        servers = wait_until(
+            lambda: len(receiver.server_spans()) >= 2 and receiver.server_spans(),
+            timeout=30,
+            what="both calls' spans",
+        )
+    throttled = [span for span in servers if "coldbrew.throttled" in attributes(span)]
+    assert [attributes(span)["coldbrew.throttled"] for span in throttled] == ["endpoint"]
+    assert not [span for span in receiver.spans if span.parent_span_id == throttled[0].span_id]
 
 
 def test_an_undecodable_header_byte_is_traced_not_fatal(tmp_path: Path, receiver: Receiver) -> None:

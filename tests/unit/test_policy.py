@@ -7,8 +7,10 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from workers.policy import ReapPlan, pick_most_recent, plan_reap
+from workers.policy import ReapPlan, cold_start_phases, pick_most_recent, plan_reap
 
 TIMEOUT = 60.0
 
@@ -196,3 +198,37 @@ def test_an_hour_of_traffic_shrinks_the_pool_to_zero(seed: int) -> None:
     assert sorted(pool.reaped) == list(range(1, pool.spawned + 1))
     # The last worker goes exactly one timeout after the last release, not before.
     assert max(pool.reaped_at) == last_release + timeout
+
+
+# ------------------------------------------------------------------ cold-start phases
+
+durations = st.floats(min_value=0.0, max_value=1e5, allow_nan=False)
+
+
+@given(init=durations, launch=durations, imports=durations, model_fn=durations)
+def test_cold_start_phases_never_exceed_the_cold_start(
+    init: float, launch: float, imports: float, model_fn: float
+) -> None:
+    """Whatever the measurements (the gateway's launch time overlaps the worker's own
+    timings), the phases come in order, none is negative, and the worker's timings of
+    imports and model_fn are kept; when those fit, the phases add up to the cold start."""
+    phases = cold_start_phases("runtime-zygote", init, launch, imports, model_fn)
+    assert [name for name, _ in phases] == ["fork", "imports", "model_fn", "ready"]
+    assert all(ms >= 0.0 for _, ms in phases)
+    assert phases[1][1] == imports
+    assert phases[2][1] == model_fn
+    if imports + model_fn <= init:
+        assert sum(ms for _, ms in phases) == pytest.approx(init, abs=1e-6)
+
+
+def test_cold_start_phases_overlapping_launch_is_clipped() -> None:
+    """A launch the gateway timed at 5 ms, overlapping 3 ms of a 6 ms load in a 8 ms cold
+    start, is given the 2 ms the load left, and nothing remains for READY."""
+    assert cold_start_phases("model-zygote", 8.0, 5.0, 2.0, 4.0) == (
+        ("fork", 2.0),
+        ("imports", 2.0),
+        ("model_fn", 4.0),
+        ("ready", 0.0),
+    )
+    assert cold_start_phases("spawn", 20.0, 5.0, 2.0, 4.0)[0] == ("spawn", 5.0)
+    assert cold_start_phases("spawn", 20.0, 5.0, 2.0, 4.0)[-1] == ("ready", 9.0)
