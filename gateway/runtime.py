@@ -7,7 +7,6 @@ Failures are raised; the router maps them to the wire.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
@@ -176,13 +175,9 @@ class Runtime:
         name = unquote(raw_name)
         check_endpoint_name(name)
         ctx.endpoint_name = name
-        invocation = Invocation(
-            request_id=ctx.request_id,
-            body=body,
-            content_type=model_header(request, CONTENT_TYPE),
-            accept=model_header(request, ACCEPT),
-            custom_attributes=model_header(request, CUSTOM_ATTRIBUTES),
-        )
+        content_type = model_header(request, CONTENT_TYPE)
+        accept = model_header(request, ACCEPT)
+        custom_attributes = model_header(request, CUSTOM_ATTRIBUTES)
         if span is not None:
             span.update_name(name)
             span.set_attributes(
@@ -195,11 +190,18 @@ class Runtime:
         deployment = self._deployments.resolve(principal.account_id, principal.region, name)
         if deployment is None:
             raise validation_error(f"Endpoint {name} of account {principal.account_id} not found.")
+        traceparent = None
         if span is not None:
             span.set_attribute("faas.max_memory", deployment.variant.memory_mb * 1024 * 1024)
             traceparent = self._telemetry.traceparent(span)
-            if traceparent is not None:
-                invocation = dataclasses.replace(invocation, traceparent=traceparent)
+        invocation = Invocation(
+            request_id=ctx.request_id,
+            body=body,
+            content_type=content_type,
+            accept=accept,
+            custom_attributes=custom_attributes,
+            traceparent=traceparent,
+        )
         return await self._admit_and_run(deployment, invocation, ctx, span, started)
 
     def _admit(self, deployment: Deployment, labels: dict[str, str], span: Span | None) -> Grant:

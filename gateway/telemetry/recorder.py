@@ -3,7 +3,7 @@ context propagation (W3C ``traceparent``), built from providers passed in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -57,10 +57,10 @@ class Telemetry:
             return None
         return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
-    def export_worker_spans(self, spans: Iterable[Mapping[str, object]]) -> None:
+    def export_worker_spans(self, spans: Sequence[Mapping[str, object]]) -> None:
         """Hand spans a worker made (plain records, see ``records``) to the exporter,
         which drops a malformed one: it came from model code's process, not from us."""
-        if self._spans is not None:
+        if self._spans is not None and spans:
             self._spans.extend([dict(span) for span in spans])
 
     def extract(self, headers: Mapping[str, str]) -> Context | None:
