@@ -262,12 +262,12 @@ def join_cgroup(procs: str, *, v1: bool) -> None:
     """Move the calling process into the cgroup whose ``cgroup.procs`` file is ``procs``.
 
     Moving a whole process takes the kernel's global thread-group lock, whose write side
-    waits for an RCU grace period: 5-15 ms on the 2-core machines measured, on every cold
-    start. Since Linux 6.0 moving only the calling thread skips that lock, so a
-    single-threaded process in a cgroup v1 hierarchy writes ``0`` (itself) to the group's
-    ``tasks`` file instead: ~0.15 ms, and the same membership, since it has no other
-    thread. (cgroup v2 moves single threads only inside threaded subtrees.) Raises
-    OSError naming the group.
+    waits for an RCU grace period: 5-15 ms on the 2-core machines measured (Linux 6.18),
+    on every cold start. Recent kernels skip that lock when a thread moves only itself,
+    so a single-threaded process in a cgroup v1 hierarchy writes ``0`` (itself) to the
+    group's ``tasks`` file instead: ~0.15 ms there, and the same membership, since it has
+    no other thread; a kernel without that shortcut takes the lock as before. (cgroup v2
+    moves single threads only inside threaded subtrees.) Raises OSError naming the group.
     """
     path, value = procs, str(os.getpid()).encode()
     if v1 and len(os.listdir("/proc/self/task")) == 1:
