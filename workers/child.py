@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import select
 import signal
 import socket
 import sys
@@ -89,7 +90,15 @@ def serve(
 def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_bytes: int) -> int:
     """Answer ``invoke`` frames one at a time until EOF; returns the exit code."""
     tracing: WorkerTracing | None = None
+    # Wait for each request in poll, not in recv: a task blocked in a unix socket's recv
+    # is also woken when the gateway reads its reply (the kernel announces the freed
+    # write space to every sleeper), a wake-up per request that cost the gateway an
+    # interprocessor interrupt and the worker a context switch; poll's wake-ups are
+    # filtered by event, so only a request (or EOF) wakes the worker.
+    requests = select.poll()
+    requests.register(sock, select.POLLIN)
     while True:
+        requests.poll()
         frame = recv_frame(sock)
         if frame is None:
             return 0

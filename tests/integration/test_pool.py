@@ -145,3 +145,24 @@ async def test_leaving_the_manager_stops_every_worker(tmp_path: Path) -> None:
         assert len(pids) == 3
     assert not any(is_running(pid) for pid in pids)
     assert not list(tmp_path.iterdir())
+
+
+def voluntary_switches(pid: int) -> int:
+    """How often process ``pid`` has gone to sleep (its voluntary context switches)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for {pid}")
+
+
+async def test_a_warm_worker_sleeps_once_per_request(tmp_path: Path) -> None:
+    """A warm worker wakes only for its requests: reading its reply does not wake it too
+    (a worker blocked in recv would be woken by the freed write space, twice per call)."""
+    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+        pool = manager.pool("ep", spec(), limits())
+        pid = int((await pool.invoke(call(b"pid"))).body)
+        calls = 300
+        before = voluntary_switches(pid)
+        for _ in range(calls):
+            assert (await pool.invoke(call(b"pid"))).body == str(pid).encode()
+        assert voluntary_switches(pid) - before < 1.5 * calls
