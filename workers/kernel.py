@@ -1,4 +1,5 @@
-"""The few Linux process controls workers and zygotes rely on (prctl)."""
+"""The few Linux process controls workers and zygotes rely on (prctl), and what they read
+of themselves from /proc."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def die_with_parent(parent_pid: int) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(70)
+
+
+def thread_count() -> int:
+    """Threads of this process, native ones included (the kernel's count)."""
+    return len(os.listdir("/proc/self/task"))
 
 
 def set_process_name(name: str) -> None:

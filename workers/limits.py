@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from workers.kernel import thread_count
+
 # Lambda's published ratio: one vCPU per 1769 MB of memory.
 MB_PER_VCPU: Final = 1769
 
@@ -236,8 +238,10 @@ def join_placement(placement: Placement) -> None:
     their library loads. Python ignores SIGXFSZ, so a write past the file-size limit fails
     with OSError (EFBIG) instead of killing the worker. Raises OSError naming what failed.
     """
+    # Decided once: joining the first group starts no thread.
+    by_thread = placement.cgroup_v1 and thread_count() == 1
     for procs in placement.cgroup_procs:
-        join_cgroup(procs, v1=placement.cgroup_v1)
+        join_cgroup(procs, by_thread=by_thread)
     if placement.cpu_affinity is not None:
         try:
             os.sched_setaffinity(0, placement.cpu_affinity)
@@ -258,19 +262,21 @@ def join_placement(placement: Placement) -> None:
         raise OSError(f"cannot limit file size to {limit} bytes: {exc}") from exc
 
 
-def join_cgroup(procs: str, *, v1: bool) -> None:
-    """Move the calling process into the cgroup whose ``cgroup.procs`` file is ``procs``.
+def join_cgroup(procs: str, *, by_thread: bool) -> None:
+    """Move the calling process into the cgroup whose ``cgroup.procs`` file is ``procs``;
+    ``by_thread`` (for a single-threaded process in a cgroup v1 hierarchy only) moves its
+    one thread through the group's ``tasks`` file instead.
 
     Moving a whole process takes the kernel's global thread-group lock, whose write side
     waits for an RCU grace period: 5-15 ms on the 2-core machines measured (Linux 6.18),
-    on every cold start. Recent kernels skip that lock when a thread moves only itself,
-    so a single-threaded process in a cgroup v1 hierarchy writes ``0`` (itself) to the
-    group's ``tasks`` file instead: ~0.15 ms there, and the same membership, since it has
-    no other thread; a kernel without that shortcut takes the lock as before. (cgroup v2
-    moves single threads only inside threaded subtrees.) Raises OSError naming the group.
+    on every cold start. Recent kernels skip that lock when a thread moves only itself
+    (writing ``0`` to ``tasks``): ~0.15 ms there, and the same membership when the process
+    has no other thread; a kernel without that shortcut takes the lock as before. (cgroup
+    v2 moves single threads only inside threaded subtrees.) Raises OSError naming the
+    group.
     """
     path, value = procs, str(os.getpid()).encode()
-    if v1 and len(os.listdir("/proc/self/task")) == 1:
+    if by_thread:
         path, value = os.path.join(os.path.dirname(procs), "tasks"), b"0"
     try:
         fd = os.open(path, os.O_WRONLY)

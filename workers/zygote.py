@@ -49,6 +49,7 @@ from workers.kernel import (
     WORKER_NAME,
     die_with_parent,
     set_process_name,
+    thread_count,
 )
 from workers.protocol import (
     PRELUDE,
@@ -69,11 +70,6 @@ BASE_IMPORTS = ("workers.handler", "workers.codecs", "workers.child", "workers.l
 
 class ForkRefused(Exception):
     """This zygote cannot fork safely now (a thread is running)."""
-
-
-def thread_count() -> int:
-    """Threads of this process, native ones included (the kernel's count)."""
-    return len(os.listdir("/proc/self/task"))
 
 
 def await_adoption(gateway_pid: int) -> None:
