@@ -96,9 +96,10 @@ def is_running(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # The entry can vanish between open and read: the read then fails with ESRCH.
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def worker_processes(under: Path) -> set[int]:
