@@ -17,7 +17,6 @@ from typing import Final
 from urllib.parse import unquote
 
 from aiohttp import web
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from gateway.admission import AdmissionStore, Grant, Refusal
@@ -27,8 +26,10 @@ from gateway.deployments import Deployment, Deployments
 from gateway.errors import ServiceError, model_error, throttling, validation_error
 from gateway.sigv4 import Verifier
 from gateway.telemetry.instruments import Invoked
+from gateway.telemetry.invocation import record_call_spans, server_attributes
 from gateway.telemetry.recorder import Telemetry
 from workers import Invocation, InvocationResult, PoolManager, WorkerError, WorkerTimeout
+from workers.spans import LightSpan
 
 ENDPOINT_NAME: Final = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
 ENDPOINT_NAME_PATTERN: Final = "^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
@@ -136,22 +137,11 @@ class Runtime:
             # No span at all, rather than a no-op one: its context handling is ~5% of
             # the gateway's CPU per invocation.
             return await self._invoke(request, raw_name, ctx, None, started)
-        tracer = self._telemetry.tracer
-        with tracer.start_as_current_span(
+        with self._telemetry.tracer.start_as_current_span(
             "invoke",
             context=self._telemetry.extract(request.headers),
             kind=SpanKind.SERVER,
-            attributes={
-                "faas.trigger": "http",
-                "faas.invocation_id": ctx.request_id,
-                "http.request.method": request.method,
-                "http.route": "/endpoints/{EndpointName}/invocations",
-                "url.path": request.path,
-                "url.scheme": request.scheme,
-                "server.address": request.host,
-                "network.protocol.version": f"{request.version.major}.{request.version.minor}",
-                "user_agent.original": request.headers.get("User-Agent", ""),
-            },
+            attributes=server_attributes(request, ctx.request_id),
         ) as span:
             return await self._invoke(request, raw_name, ctx, span, started)
 
@@ -276,7 +266,9 @@ class Runtime:
             span.set_attribute("faas.coldstart", result.cold_start)
             if 200 <= result.status < 300:
                 span.set_attribute("http.response.status_code", 200)
-        self._record(deployment, invocation, result, labels, started, pool_started_ns)
+        self._record(deployment, invocation, result, labels, started)
+        if type(span) is LightSpan:  # not when the trace is not sampled
+            record_call_spans(span, result, pool_started_ns)
         if not 200 <= result.status < 300:
             instruments.errors.add(1, {**labels, "error.type": "ModelError"})
             raise model_error(
@@ -309,10 +301,9 @@ class Runtime:
         result: InvocationResult,
         labels: dict[str, str],
         started: float,
-        pool_started_ns: int,
     ) -> None:
-        """Metrics of one answered invocation, and (when tracing) its cold-start and
-        model-call spans, placed in time from what the pool measured."""
+        """Metrics of one answered invocation; the spans its worker made go to the
+        exporter (when tracing)."""
         init_s = (result.init_ms or 0.0) / 1000.0 if result.cold_start else None
         if INVOCATIONS_LOG.isEnabledFor(logging.DEBUG):
             INVOCATIONS_LOG.debug(
@@ -343,28 +334,4 @@ class Runtime:
                 max_rss_bytes=result.max_rss_bytes,
             )
         )
-        if not self._telemetry.tracing:
-            return
         self._telemetry.export_worker_spans(result.spans)
-        tracer = self._telemetry.tracer
-        if init_s is not None:
-            cold = tracer.start_span(
-                "cold start",
-                start_time=pool_started_ns,
-                attributes={"coldbrew.tier": result.tier or "unknown", "faas.coldstart": True},
-            )
-            # Its phases, placed one after the other from what the worker measured.
-            phase_start = pool_started_ns
-            with trace.use_span(cold, end_on_exit=False):
-                for phase, ms in result.phases:
-                    phase_end = phase_start + int(ms * 1e6)
-                    tracer.start_span(phase, start_time=phase_start).end(end_time=phase_end)
-                    phase_start = phase_end
-            cold.end(end_time=pool_started_ns + int(init_s * 1e9))
-        ended_ns = time.time_ns()
-        call = tracer.start_span(
-            "model call",
-            start_time=ended_ns - int(result.model_ms * 1e6),
-            attributes={"http.response.status_code": result.status},
-        )
-        call.end(end_time=ended_ns)

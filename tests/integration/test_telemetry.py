@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -159,6 +160,18 @@ def attributes(span: Any) -> dict[str, Any]:
     return found
 
 
+# The HTTP server attributes of an invocation's SERVER span (semantic conventions 1.26).
+REQUEST_ATTRIBUTES = (
+    "http.request.method",
+    "http.route",
+    "url.path",
+    "url.scheme",
+    "server.address",
+    "server.port",
+    "network.protocol.version",
+)
+
+
 def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Receiver) -> None:
     """Two calls to a zero-scaled endpoint, exported over OTLP/HTTP: two SERVER spans
     named after the endpoint, faas.coldstart true then false, the first with a cold-start
@@ -184,6 +197,16 @@ def test_cold_then_warm_invocations_arrive_as_spans(tmp_path: Path, receiver: Re
     assert attributes(first)["cloud.account.id"] == "000000000000"
     assert attributes(first)["faas.max_memory"] == 1024 * 1024 * 1024
     assert first.trace_id.hex() == trace_id
+    port = urllib.parse.urlsplit(gw.url).port
+    assert {key: attributes(first)[key] for key in REQUEST_ATTRIBUTES} == {
+        "http.request.method": "POST",
+        "http.route": "/endpoints/{EndpointName}/invocations",
+        "url.path": "/endpoints/behave/invocations",
+        "url.scheme": "http",
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "network.protocol.version": "1.1",
+    }
     children = [span for span in receiver.spans if span.parent_span_id == first.span_id]
     names = {span.name for span in children}
     assert names == {"cold start", "model call"}

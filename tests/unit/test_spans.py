@@ -15,7 +15,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from gateway.telemetry import spans as spans_module
 from gateway.telemetry.exporter import exporter_environment
 from gateway.telemetry.spans import SpanBatch, gateway_tracer
-from workers.spans import LightTracer
+from workers.spans import LightSpan, LightTracer
 
 CALLER = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -213,3 +213,32 @@ def test_model_span_attributes_json_cannot_carry_are_dropped() -> None:
     assert record["attributes"] == {"kept": 1, "list": [1, 2], "surrogate": "x\ufffdy"}
     assert record["events"][0][2] == {"ok": "yes"}
     orjson.dumps(record)
+
+
+def test_a_span_that_already_happened_is_recorded_under_its_parent() -> None:
+    """``record_child`` emits finished INTERNAL spans at the times given, under the span
+    or under a record it returned before, in the span's trace and scope."""
+    found, batches = tracer()
+    with found.start_as_current_span("invoke", kind=SpanKind.SERVER) as root:
+        assert isinstance(root, LightSpan)
+        cold = root.record_child("cold start", 10, 20, {"coldbrew.tier": "model-zygote"})
+        root.record_child("fork", 10, 14, under=cold)
+        root.record_child("model call", 20, 25)
+    cold_record, fork, call, server = flushed(found, batches)
+    assert cold_record is cold
+    assert [record["name"] for record in (cold, fork, call)] == ["cold start", "fork", "model call"]
+    assert cold["parent_span_id"] == call["parent_span_id"] == server["span_id"]
+    assert fork["parent_span_id"] == cold["span_id"]
+    assert {record["trace_id"] for record in (cold, fork, call)} == {server["trace_id"]}
+    assert len({record["span_id"] for record in (cold, fork, call, server)}) == 4
+    assert [(record["start"], record["end"]) for record in (cold, fork, call)] == [
+        (10, 20),
+        (10, 14),
+        (20, 25),
+    ]
+    assert {record["kind"] for record in (cold, fork, call)} == {SpanKind.INTERNAL.value}
+    assert {record["scope"] for record in (cold, fork, call)} == {"coldbrew.gateway"}
+    assert cold["attributes"] == {"coldbrew.tier": "model-zygote"}
+    assert fork["attributes"] == call["attributes"] == {}
+    # What the exporter process decodes: every record is valid JSON.
+    assert orjson.loads(orjson.dumps([cold, fork, call]))[1]["parent_span_id"] == cold["span_id"]
