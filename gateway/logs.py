@@ -40,8 +40,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# The values of [server] log_format and log_level.
+LOG_FORMATS: Final = ("text", "json")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
-    """Root logging to stderr at ``level``, as text or JSON lines."""
+    """Root logging to stderr at ``level`` (a logging level's name, any case), as text
+    or JSON lines."""
     handler = logging.StreamHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

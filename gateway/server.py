@@ -23,7 +23,7 @@ from gateway.bootstrap import deploy_declared, deploy_demo
 from gateway.clock import Clock
 from gateway.registry import Registry
 from gateway.settings import Settings, check_bind_safety
-from gateway.telemetry.exporter import exporting_spans
+from gateway.telemetry.exporter import ExporterLogging, exporting_spans
 from gateway.telemetry.prometheus import PrometheusReader
 from gateway.telemetry.setup import build_providers
 from gateway.telemetry.spans import SpanBatch
@@ -62,7 +62,7 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
         providers = build_providers(os.environ, LOG)
         page = PrometheusReader(providers.page_reader)
         try:
-            async with span_batch(providers.tracing) as spans:
+            async with span_batch(providers.tracing, settings) as spans:
                 app = build_app(
                     settings,
                     registry=registry,
@@ -83,14 +83,15 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
 
 
 @contextlib.asynccontextmanager
-async def span_batch(tracing: bool) -> AsyncIterator[SpanBatch | None]:
+async def span_batch(tracing: bool, settings: Settings) -> AsyncIterator[SpanBatch | None]:
     """Where the gateway's spans go while it runs: None when not tracing; otherwise a
     batch feeding the span exporter process, which outlives the app just long enough to
-    export its last spans."""
+    export its last spans, and logs as the gateway does."""
     if not tracing:
         yield None
         return
-    async with exporting_spans(os.environ, LOG) as spans:
+    logging_as = ExporterLogging(settings.server.log_format, settings.server.log_level)
+    async with exporting_spans(os.environ, LOG, logging_as) as spans:
         yield spans
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import MappingProxyType, NoneType, UnionType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, get_args, get_origin, get_type_hints
 
+from gateway.logs import LOG_FORMATS, LOG_LEVELS
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -321,7 +323,7 @@ class ServerSettings:
     log_level: str = _setting(
         "info",
         "Log verbosity: debug, info, warning or error.",
-        _one_of("debug", "info", "warning", "error"),
+        _one_of(*LOG_LEVELS),
     )
 
     log_format: str = _setting(
@@ -329,7 +331,7 @@ class ServerSettings:
         "Log line format: text for people, or json (one object per line with time, level, "
         "logger, message, trace_id and span_id, and fields such as endpoint and worker) for "
         "log pipelines.",
-        _one_of("text", "json"),
+        _one_of(*LOG_FORMATS),
     )
     body_timeout_s: float = _setting(
         60.0,

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -65,13 +66,28 @@ def exporter_environment(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-async def spawn_exporter(environ: Mapping[str, str]) -> asyncio.subprocess.Process:
+@dataclass(frozen=True)
+class ExporterLogging:
+    """How the exporter process logs: as the gateway does ([server] log_format and
+    log_level), so its lines fit the same log pipeline."""
+
+    log_format: str = "text"
+    log_level: str = "info"
+
+
+async def spawn_exporter(
+    environ: Mapping[str, str], logging_as: ExporterLogging
+) -> asyncio.subprocess.Process:
     """Start ``python -m gateway.telemetry.exporter_process`` with its stdin a pipe to
     us."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway.telemetry.exporter_process",
+        "--log-format",
+        logging_as.log_format,
+        "--log-level",
+        logging_as.log_level,
         stdin=asyncio.subprocess.PIPE,
         env=exporter_environment(environ),
     )
@@ -140,7 +156,7 @@ class ExporterPipe:
 
 @contextlib.asynccontextmanager
 async def exporting_spans(
-    environ: Mapping[str, str], log: logging.Logger
+    environ: Mapping[str, str], log: logging.Logger, logging_as: ExporterLogging
 ) -> AsyncIterator[SpanBatch]:
     """Run the exporter process for the block; yield the span batch that feeds it. The
     batch is flushed every ``FLUSH_INTERVAL_S`` (a dead exporter is replaced on the same
@@ -148,7 +164,7 @@ async def exporting_spans(
     to ``STOP_DEADLINE_S`` to flush, then SIGKILL."""
 
     async def spawn() -> asyncio.subprocess.Process:
-        return await spawn_exporter(environ)
+        return await spawn_exporter(environ, logging_as)
 
     pipe = ExporterPipe(await spawn(), spawn, log)
     spans = SpanBatch(pipe.send, lambda: pipe.dropped_spans)

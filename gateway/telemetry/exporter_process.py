@@ -186,10 +186,14 @@ def drain(fd: int) -> None:
         pass
 
 
-def main() -> int:
-    """Export span records read from stdin until end of input."""
+def main(argv: list[str] | None = None) -> int:
+    """Export span records read from stdin until end of input, logging as the gateway
+    does (``--log-format text|json``, ``--log-level``)."""
+    import argparse
+
     from opentelemetry.sdk.resources import Resource
 
+    from gateway.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
     from gateway.telemetry.transport import (
         SERVICE_NAME,
         export_settings,
@@ -198,8 +202,12 @@ def main() -> int:
     )
     from workers.kernel import die_with_parent
 
+    parser = argparse.ArgumentParser(prog="python -m gateway.telemetry.exporter_process")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    options = parser.parse_args(argv)
     die_with_parent(os.getppid())
-    logging.basicConfig(format="%(asctime)s %(levelname)s coldbrew.span-exporter: %(message)s")
+    configure_logging(options.log_level, options.log_format)
     log = logging.getLogger("coldbrew.span-exporter")
     fd = sys.stdin.fileno()
     try:

@@ -251,16 +251,17 @@ def record(number: int) -> dict[str, Any]:
 
 
 def run_exporter(
-    environ: dict[str, str], batches: list[list[Any]]
+    environ: dict[str, str], batches: list[list[Any]], *options: str
 ) -> subprocess.CompletedProcess[bytes]:
-    """The exporter process fed ``batches`` then end of input; it must end by itself."""
+    """The exporter process (given command-line ``options``) fed ``batches`` then end of
+    input; it must end by itself."""
     frames = b""
     for batch in batches:
         payload = orjson.dumps(batch)
         frames += struct.pack(">I", len(payload)) + payload
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **environ}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.telemetry.exporter_process"],
+        [sys.executable, "-m", "gateway.telemetry.exporter_process", *options],
         input=frames,
         env=env,
         capture_output=True,
@@ -349,3 +350,21 @@ async def test_spans_sent_to_an_exporter_that_exited_are_dropped_and_counted() -
         assert pipe.proc.stdin is not None
         pipe.proc.stdin.close()
         await pipe.proc.wait()
+
+
+def test_the_process_logs_json_lines_when_the_gateway_does() -> None:
+    """With ``--log-format json`` (the gateway's [server] log_format) each line the
+    exporter writes is a JSON object naming its logger and level."""
+    done = run_exporter(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "x"},
+        [[record(0)]],
+        "--log-format",
+        "json",
+    )
+    assert done.returncode == 0
+    lines = [orjson.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert lines, done.stderr
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("coldbrew.span-exporter", "error")
+    ]
+    assert "cannot export spans" in lines[0]["message"]

@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -315,6 +316,28 @@ def test_json_logs_carry_trace_ids_and_worker_output_its_request(
     assert len(invocation[0]["span_id"]) == 16
     assert invocation[0]["request_id"] == request_id
     assert invocation[0]["cold_start"] is True
+
+
+def test_the_span_exporter_logs_in_the_gateways_format(tmp_path: Path) -> None:
+    """With log_format = json, what the span exporter process logs (here: a collector
+    that refuses connections) is JSON lines too, in the gateway's log."""
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = refused.getsockname()[1]
+    env = traces_to(f"http://127.0.0.1:{port}", OTEL_EXPORTER_OTLP_TIMEOUT="1")
+    config = toml_config(
+        tmp_path / "state", endpoints={"behave": {}}, server={"log_format": "json"}
+    )
+    with refused, running_gateway(tmp_path, config, env=env) as gw:
+        gw.runtime().invoke_endpoint(EndpointName="behave", Body=b"pid")["Body"].read()
+
+        def exporter_lines() -> list[dict[str, Any]]:
+            entries = [json.loads(line) for line in gw.log().splitlines() if line.strip()]
+            return [e for e in entries if e["logger"] == "coldbrew.span-exporter"]
+
+        found = wait_until(exporter_lines, timeout=30, what="the exporter's warning")
+    assert found[0]["level"] == "warning"
+    assert "could not export" in found[0]["message"]
 
 
 def test_spans_over_otlp_grpc(tmp_path: Path) -> None:
