@@ -7,6 +7,11 @@ traces (sent from here) and metrics (sent by the SDK) go where the same settings
 ``OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,CERTIFICATE,
 CLIENT_KEY,CLIENT_CERTIFICATE,INSECURE}``, the signal's own variable first.
 
+Behind a proxy, OTLP/HTTP goes through the one ``https_proxy`` / ``http_proxy`` names
+(either case; not for hosts ``no_proxy`` covers), and certificates default to
+``REQUESTS_CA_BUNDLE``, as the SDK's exporter (on ``requests``) does; gRPC reads the
+proxy variables itself.
+
 A transport's ``post`` makes one attempt and classifies it (``Outcome``); ``deliver``
 retries what is retryable with exponential backoff, within the export timeout, as the
 OTLP specification asks. ``protocol`` and ``SERVICE_NAME`` are shared with the metrics
@@ -15,6 +20,7 @@ setup, which reads the same variables.
 
 from __future__ import annotations
 
+import base64
 import enum
 import gzip
 import http.client
@@ -58,6 +64,16 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """An HTTP proxy: where it listens, and the Proxy-Authorization its URL's user
+    information asks for (None without)."""
+
+    host: str
+    port: int
+    authorization: str | None = None
+
+
+@dataclass(frozen=True)
 class ExportSettings:
     protocol: str
     endpoint: str
@@ -68,6 +84,7 @@ class ExportSettings:
     client_key: str | None = None
     client_certificate: str | None = None
     insecure: bool = False
+    proxy: Proxy | None = None
 
 
 def protocol(environ: Mapping[str, str], signal: str) -> str:
@@ -129,11 +146,65 @@ def export_settings(environ: Mapping[str, str], protocol: str) -> ExportSettings
         headers=parse_headers(_signal_or_general(environ, "HEADERS") or ""),
         timeout_s=timeout_s,
         compression=compression,
-        certificate=_signal_or_general(environ, "CERTIFICATE"),
+        certificate=_signal_or_general(environ, "CERTIFICATE")
+        or (environ.get("REQUESTS_CA_BUNDLE") if protocol == "http/protobuf" else None),
         client_key=_signal_or_general(environ, "CLIENT_KEY"),
         client_certificate=_signal_or_general(environ, "CLIENT_CERTIFICATE"),
         insecure=(_signal_or_general(environ, "INSECURE") or "").strip().lower() == "true",
+        # grpcio finds its proxy in the same variables by itself.
+        proxy=proxy_for(endpoint, environ) if protocol == "http/protobuf" else None,
     )
+
+
+def proxy_for(endpoint: str, environ: Mapping[str, str]) -> Proxy | None:
+    """The proxy the environment names for ``endpoint``: ``https_proxy`` or
+    ``http_proxy`` by its scheme (lower case first, as curl and urllib read them), none
+    when ``no_proxy`` covers its host. Raises ValueError naming a proxy variable that is
+    not an http:// URL."""
+    url = urlsplit(endpoint)
+    names = (f"{url.scheme}_proxy", f"{url.scheme.upper()}_PROXY")
+    name, value = next(((name, environ[name]) for name in names if environ.get(name)), ("", ""))
+    if not value:
+        return None
+    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    if url.hostname and bypasses_proxy(no_proxy, url.hostname, port):
+        return None
+    proxy = urlsplit(value if "://" in value else f"http://{value}")
+    try:
+        proxy_port = proxy.port or 80
+    except ValueError:  # not a number, or out of range
+        proxy_port = 0
+    if proxy.scheme != "http" or not proxy.hostname or not proxy_port:
+        raise ValueError(f"{name}: {value!r} is not an http:// proxy URL")
+    authorization = None
+    if proxy.username is not None:
+        user = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+        authorization = "Basic " + base64.b64encode(user.encode()).decode()
+    return Proxy(proxy.hostname, proxy_port, authorization)
+
+
+def bypasses_proxy(no_proxy: str, host: str, port: int) -> bool:
+    """Whether ``no_proxy`` covers ``host`` (and ``port``): a comma-separated list of
+    ``*`` (every host), host names, domains (``example.com`` and ``.example.com`` cover
+    its subdomains too), IP addresses, each optionally with ``:port``; case-insensitive,
+    as curl reads it."""
+    host = host.lower()
+    for raw in no_proxy.lower().split(","):
+        entry = raw.strip()
+        if entry == "*":
+            return True
+        name, entry_port = entry, None
+        # A port follows the last colon, unless the entry is a bare IPv6 address.
+        before, colon, after = entry.rpartition(":")
+        if colon and after.isdigit() and (entry.count(":") == 1 or before.endswith("]")):
+            name, entry_port = before, int(after)
+        name = name.strip("[]").lstrip(".")
+        if not name or (entry_port is not None and entry_port != port):
+            continue
+        if host == name or host.endswith("." + name):
+            return True
+    return False
 
 
 class Transport(Protocol):
@@ -157,18 +228,27 @@ class HttpTransport:
         self._headers = {"Content-Type": "application/x-protobuf", **settings.headers}
         if settings.compression != "none":
             self._headers["Content-Encoding"] = settings.compression
+        proxy = settings.proxy
+        # Through a proxy, HTTPS tunnels (CONNECT) to the collector, while plain HTTP asks
+        # the proxy for the collector's absolute URL.
+        host, port = (proxy.host, proxy.port) if proxy else (url.hostname, url.port)
         self._conn: http.client.HTTPConnection
         if url.scheme == "https":
             context = ssl.create_default_context(cafile=settings.certificate)
             if settings.client_certificate:
                 context.load_cert_chain(settings.client_certificate, settings.client_key)
             self._conn = http.client.HTTPSConnection(
-                url.hostname, url.port, timeout=settings.timeout_s, context=context
+                host, port, timeout=settings.timeout_s, context=context
             )
+            if proxy:
+                tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else {}
+                self._conn.set_tunnel(url.hostname, url.port or 443, headers=tunnel)
         else:
-            self._conn = http.client.HTTPConnection(
-                url.hostname, url.port, timeout=settings.timeout_s
-            )
+            self._conn = http.client.HTTPConnection(host, port, timeout=settings.timeout_s)
+            if proxy:
+                self._path = f"http://{url.netloc.rpartition('@')[2]}{self._path}"
+                if proxy.authorization:
+                    self._headers["Proxy-Authorization"] = proxy.authorization
 
     def post(self, body: bytes, timeout_s: float) -> Attempt:
         if self._compression == "gzip":

@@ -4,6 +4,7 @@ process that always ends (at end of input, or on settings it cannot use)."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import os
 import struct
@@ -24,6 +25,7 @@ from gateway.telemetry.transport import (
     Attempt,
     HttpTransport,
     Outcome,
+    bypasses_proxy,
     deliver,
     export_settings,
     parse_headers,
@@ -50,7 +52,7 @@ class Received:
 
 class Collector:
     """An HTTP receiver that answers with the statuses it is given (then 200) and keeps
-    every request."""
+    every request. Asked for an absolute URL or a CONNECT, it plays a forward proxy."""
 
     def __init__(self, statuses: list[int] | None = None) -> None:
         self.received: list[Received] = []
@@ -68,6 +70,14 @@ class Collector:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_CONNECT(self) -> None:
+                # As a proxy would open a tunnel; then closes it (no TLS behind).
+                headers = {key.lower(): value for key, value in self.headers.items()}
+                collector.received.append(Received(f"CONNECT {self.path}", headers, b""))
+                self.send_response(200)
+                self.end_headers()
+                self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -208,6 +218,79 @@ def test_an_unreachable_collector_is_a_retry() -> None:
     assert attempt.outcome is Outcome.RETRY
 
 
+# A collector that cannot be resolved: reaching it proves the proxy was used.
+BEHIND_PROXY = "collector.invalid:4318"
+
+
+def test_http_goes_through_the_proxy_the_environment_names(collector: Collector) -> None:
+    """With http_proxy set, the request asks the proxy for the collector's absolute URL,
+    with the proxy's credentials."""
+    proxy_url = collector.url.replace("http://", "http://otel%40ops:s%3Acret@")
+    attempt, _ = delivered(f"http://{BEHIND_PROXY}", 5, http_proxy=proxy_url)
+    assert attempt.outcome is Outcome.SENT, attempt.detail
+    (found,) = collector.received
+    assert found.path == f"http://{BEHIND_PROXY}/v1/traces"
+    assert found.headers["host"] == BEHIND_PROXY
+    expected = base64.b64encode(b"otel@ops:s:cret").decode()
+    assert found.headers["proxy-authorization"] == f"Basic {expected}"
+    assert found.body == b"spans"
+
+
+def test_https_tunnels_through_the_proxy(collector: Collector) -> None:
+    """With HTTPS_PROXY set, an https collector is reached through a CONNECT tunnel (this
+    proxy closes it at once: a retryable failure)."""
+    attempt, _ = delivered(f"https://{BEHIND_PROXY}", 0.5, HTTPS_PROXY=collector.url)
+    assert attempt.outcome is Outcome.RETRY
+    assert collector.received[0].path == f"CONNECT {BEHIND_PROXY}"
+
+
+def test_no_proxy_hosts_are_reached_directly(collector: Collector) -> None:
+    unused = "http://127.0.0.1:9"  # a proxy that would refuse the connection
+    attempt, _ = delivered(collector.url, 5, HTTP_PROXY=unused, NO_PROXY="localhost, 127.0.0.1")
+    assert attempt.outcome is Outcome.SENT, attempt.detail
+    assert [found.path for found in collector.received] == ["/v1/traces"]
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "port", "bypassed"),
+    [
+        ("*", "collector.example.com", 4318, True),
+        ("example.com", "collector.example.com", 4318, True),
+        (".example.com", "collector.example.com", 4318, True),
+        ("example.com", "example.com", 4318, True),
+        ("example.com", "badexample.com", 4318, False),
+        ("other.test, Collector.Example.com", "collector.example.com", 4318, True),
+        ("collector.example.com:4317", "collector.example.com", 4318, False),
+        ("collector.example.com:4318", "collector.example.com", 4318, True),
+        ("::1", "::1", 4318, True),
+        ("[::1]:4318", "::1", 4318, True),
+        ("", "collector.example.com", 4318, False),
+    ],
+)
+def test_no_proxy_entries(no_proxy: str, host: str, port: int, bypassed: bool) -> None:
+    assert bypasses_proxy(no_proxy, host, port) is bypassed
+
+
+def test_a_proxy_that_is_not_http_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="https_proxy"):
+        export_settings(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c", "https_proxy": "socks5://p:1080"},
+            "http/protobuf",
+        )
+    with pytest.raises(ValueError, match="HTTP_PROXY"):
+        export_settings(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "HTTP_PROXY": "http://p:port"},
+            "http/protobuf",
+        )
+
+
+def test_certificates_default_to_the_requests_bundle() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c", "REQUESTS_CA_BUNDLE": "/ca.pem"}
+    assert export_settings(environ, "http/protobuf").certificate == "/ca.pem"
+    own = {**environ, "OTEL_EXPORTER_OTLP_CERTIFICATE": "/otel.pem"}
+    assert export_settings(own, "http/protobuf").certificate == "/otel.pem"
+
+
 def test_gzip_compression(collector: Collector) -> None:
     transport = transport_to(collector.url, OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
     try:
@@ -290,6 +373,18 @@ def test_the_process_sends_full_batches_and_the_rest_at_end_of_input(
     request = ExportTraceServiceRequest.FromString(collector.received[0].body)
     resource = {pair.key: pair.value for pair in request.resource_spans[0].resource.attributes}
     assert resource["service.name"].string_value == "exporter-test"
+
+
+def test_the_process_exports_through_the_gateways_proxy(collector: Collector) -> None:
+    """The proxy variables the gateway passes on are the ones the exporter uses."""
+    done = run_exporter(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{BEHIND_PROXY}", "http_proxy": collector.url},
+        [[record(0), record(1)]],
+    )
+    assert done.returncode == 0, done.stderr
+    (found,) = collector.received
+    assert found.path == f"http://{BEHIND_PROXY}/v1/traces"
+    assert [span.name for span in found.spans()] == ["span-0", "span-1"]
 
 
 def test_the_process_drops_everything_on_settings_it_cannot_use() -> None:
