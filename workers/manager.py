@@ -36,6 +36,8 @@ SHUTDOWN_WAIT_S = 15.0
 ZYGOTE_START_DEADLINE_S = 120.0
 ZYGOTE_RETRY_FIRST_S = 1.0
 ZYGOTE_RETRY_MAX_S = 60.0
+# Modules named in the log line of a pre-import that failed; the rest are counted.
+FAILED_NAMES_SHOWN = 10
 
 
 class PoolManager:
@@ -232,8 +234,13 @@ class PoolManager:
             if not self._closing:  # closing the zygote cuts its requests short
                 self._log.warning("runtime zygote: %s", error)
             return
-        if answer.get("failed"):
-            self._log.info("runtime zygote could not pre-import %s", answer["failed"])
+        failed = [str(name) for name in answer.get("failed") or []]
+        if failed:
+            # Named up to a few: a model may import thousands of modules.
+            shown = ", ".join(failed[:FAILED_NAMES_SHOWN])
+            if len(failed) > FAILED_NAMES_SHOWN:
+                shown += f" and {len(failed) - FAILED_NAMES_SHOWN} more"
+            self._log.info("runtime zygote could not pre-import %d modules: %s", len(failed), shown)
 
     def _read_learned(self) -> list[str]:
         if self._learned_path is None:

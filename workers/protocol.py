@@ -27,8 +27,10 @@ from typing import Any, Final
 import orjson
 
 PRELUDE: Final = struct.Struct(">II")
-# A header is a handful of short fields; anything larger is a protocol violation.
-MAX_HEADER_BYTES: Final = 64 * 1024
+# A header is a handful of fields; the longest are lists of module names (what a model's
+# handler imported, what a zygote pre-imports), thousands of names for a deep-learning
+# stack, a few hundred KB. The bound keeps a corrupt prelude from allocating gigabytes.
+MAX_HEADER_BYTES: Final = 16 * 1024 * 1024
 # Payloads are capped far lower by the gateway (6 MiB at most); this bound only keeps a
 # corrupt prelude from making the reader allocate gigabytes.
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024

@@ -4,8 +4,9 @@ Two kinds run, both single-threaded:
 
 - the *runtime zygote* (``python -m workers.zygote --fd N --gateway PID``): one per
   gateway, started fresh; it pre-imports the frameworks (the configured list, plus what
-  endpoints' handlers imported on their first load) and forks workers that then load
-  their model, or forks model zygotes;
+  endpoints' handlers imported on their first load; sent as its first message, since
+  thousands of names would not fit a command-line argument) and forks workers that then
+  load their model, or forks model zygotes;
 - a *model zygote*: forked from the runtime zygote for one endpoint, it loads that
   endpoint's model once, freezes the garbage collector, and forks workers that start
   with the model already in memory.
@@ -17,6 +18,7 @@ outlives the gateway either.
 
 Control messages (framed, see workers.protocol); file descriptors ride with a ``fork``:
 
+- gateway -> runtime zygote, first: ``{"t": "start", "preload": [...]}``.
 - zygote -> gateway, first: ``{"t": "ready", "pid", "kind", "load_ms", "imports"}``, or
   ``{"t": "failed", "message"}`` (model zygote: the model did not load), or
   ``{"t": "unsuitable", "reason"}`` (model zygote: threads running after the load, or the
@@ -315,24 +317,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workers.zygote")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--gateway", type=int, required=True)
-    parser.add_argument("--preload", default="")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent(args.gateway)
     set_process_name(RUNTIME_ZYGOTE_NAME)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=args.fd)
-    started = time.perf_counter()
-    modules = [*BASE_IMPORTS, *filter(None, args.preload.split(","))]
-    outcome = preload(modules)
-    ready = {
-        "t": "ready",
-        "pid": os.getpid(),
-        "kind": "runtime",
-        "load_ms": (time.perf_counter() - started) * 1000.0,
-        "imports": outcome["imported"],
-        "failed": outcome["failed"],
-    }
     try:
+        start = recv_frame_with_fds(control)
+        if start is None:
+            return 0  # the gateway went away before it said what to pre-import
+        header, _body, fds = start
+        for fd in fds:
+            os.close(fd)
+        if header["t"] != "start":
+            raise ProtocolError(f"expected start, got {header['t']!r}")
+        started = time.perf_counter()
+        outcome = preload([*BASE_IMPORTS, *map(str, header.get("preload") or [])])
+        ready = {
+            "t": "ready",
+            "pid": os.getpid(),
+            "kind": "runtime",
+            "load_ms": (time.perf_counter() - started) * 1000.0,
+            "imports": outcome["imported"],
+            "failed": outcome["failed"],
+        }
         send_frame(control, ready)
         return Zygote(control, args.gateway).serve()
     except (OSError, ProtocolError) as exc:

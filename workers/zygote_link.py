@@ -123,20 +123,32 @@ class ZygoteLink:
         return data
 
     async def request(
-        self, header: Mapping[str, Any], fds: list[int] | None = None
+        self,
+        header: Mapping[str, Any],
+        fds: list[int] | None = None,
+        *,
+        deadline_s: float = REQUEST_DEADLINE_S,
     ) -> dict[str, Any]:
-        """Send one request (with file descriptors) and return the answer."""
+        """Send one request (with file descriptors) and return the answer, within
+        ``deadline_s``; raises ZygoteBroken (and kills the zygote) on failure."""
         if not self.alive:
             raise ZygoteBroken(f"{self.kind} zygote is gone")
+        frame = encode_frame(dict(header))
         async with self._lock:
             try:
-                # A control frame is far smaller than the socket buffer, so this
-                # non-blocking send completes at once.
-                socket.send_fds(self._control, [encode_frame(dict(header))], fds or [])
-            except (OSError, ValueError) as exc:
+                # The descriptors ride with the first bytes. A fork request fits the
+                # socket buffer; a long list of modules to pre-import may not, and the
+                # rest follows as the zygote reads.
+                sent = socket.send_fds(self._control, [frame], fds or [])
+                if sent < len(frame):
+                    async with asyncio.timeout(deadline_s):
+                        loop = asyncio.get_running_loop()
+                        await loop.sock_sendall(self._control, memoryview(frame)[sent:])
+            except (OSError, ValueError, TimeoutError) as exc:
                 self.kill()
-                raise ZygoteBroken(f"{self.kind} zygote failed: {exc}") from exc
-            return await self.read_message(REQUEST_DEADLINE_S)
+                reason = str(exc) or type(exc).__name__
+                raise ZygoteBroken(f"{self.kind} zygote failed: {reason}") from exc
+            return await self.read_message(deadline_s)
 
     async def fork(self, request: Mapping[str, Any]) -> Forked:
         """Have the zygote fork a worker or a model zygote; return it, adopted."""
@@ -200,8 +212,6 @@ async def start_runtime_zygote(
             str(child_end.fileno()),
             "--gateway",
             str(os.getpid()),
-            "--preload",
-            ",".join(preload),
             pass_fds=(child_end.fileno(),),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -217,7 +227,7 @@ async def start_runtime_zygote(
         child_end.close()
     assert process.stdout is not None
     link = ZygoteLink(process, parent_end, process.stdout, "runtime")
-    link.ready = await link.read_message(deadline_s)
+    link.ready = await link.request({"t": "start", "preload": preload}, deadline_s=deadline_s)
     if link.ready.get("t") != "ready":
         link.kill()
         raise ZygoteBroken(f"runtime zygote sent {link.ready.get('t')!r} instead of ready")

@@ -206,6 +206,60 @@ def test_handler_imports_are_learned(tmp_path: Path) -> None:
         assert "colorsys" in json.loads((tmp_path / "state" / "learned-imports.json").read_text())
 
 
+def a_model_with_many_imports(root: Path, count: int) -> Path:
+    """A model whose handler imports ``count`` modules with long names from a library
+    outside the model, as a deep-learning stack has it (torch alone imports over a
+    thousand); the runtime zygote learns them, but cannot import them itself."""
+    library = root / "lib" / "an_installed_library_with_a_long_name"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text("")
+    for number in range(count):
+        (library / f"a_submodule_with_a_long_descriptive_name_{number:05d}.py").write_text("")
+    code = root / "model" / "code"
+    code.mkdir(parents=True)
+    (code / "inference.py").write_text(
+        "import importlib\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(root / 'lib')!r})\n"
+        f"for number in range({count}):\n"
+        "    importlib.import_module(\n"
+        "        'an_installed_library_with_a_long_name.'\n"
+        "        f'a_submodule_with_a_long_descriptive_name_{number:05d}'\n"
+        "    )\n\n\n"
+        "def model_fn(model_dir):\n"
+        "    return None\n\n\n"
+        "def predict_fn(data, model):\n"
+        "    return data\n"
+    )
+    return root / "model"
+
+
+def test_thousands_of_learned_imports_cross_every_channel(tmp_path: Path) -> None:
+    """3,000 module names (about 240 KB) travel in the worker's ready message, the
+    runtime zygote's pre-import request and, after a restart, the next runtime zygote's
+    start, which its command line could not carry."""
+    model = a_model_with_many_imports(tmp_path / "many", 3000)
+    config = quick_reaping(tmp_path, {"many": {"model_dir": str(model)}})
+    with running_gateway(tmp_path, config) as gw:
+        (zygote,) = wait_until(lambda: gw.children("cb-zygote"), timeout=30, what="the zygote")
+        assert call(gw, "many", b"[1]") == (b"[1]", "runtime-zygote")
+        wait_until(
+            lambda: "runtime zygote could not pre-import 3001 modules" in gw.log(),
+            timeout=60,
+            what="the runtime zygote to try the 3,000 learned modules",
+        )
+        assert is_running(zygote), "the pre-import request broke the runtime zygote"
+        learned = json.loads((gw.state_dir / "learned-imports.json").read_text())
+        assert len([name for name in learned if name.startswith("an_installed")]) == 3001
+    again = tmp_path / "again"
+    again.mkdir()
+    with running_gateway(again, toml_config(tmp_path / "state", endpoints={})) as gw:
+        wait_until(lambda: "pre-imported" in gw.log(), timeout=60, what="the runtime zygote")
+        (zygote,) = gw.children("cb-zygote")
+        assert len(Path(f"/proc/{zygote}/cmdline").read_bytes()) < 1024
+        assert "restarting" not in gw.log()
+
+
 def test_provisioned_workers_stay_warm(tmp_path: Path) -> None:
     """ProvisionedConcurrency workers exist before any invocation, survive reaping, and
     are replaced when they die."""
