@@ -198,7 +198,11 @@ class WorkerProcess:
         except TimeoutError:
             self.kill()
             raise SetupTimeout(timeout_s) from None
-        except (OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
+        except ProtocolError as exc:
+            # Killed for what it sent: say that, not how the kill ended it.
+            self.kill()
+            raise SetupFailed(f"worker broke the protocol while loading the model: {exc}") from exc
+        except (OSError, asyncio.IncompleteReadError) as exc:
             self.kill()
             returncode = await self._returncode_soon()
             message = f"worker {describe_exit(returncode)} while loading the model"

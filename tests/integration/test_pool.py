@@ -14,6 +14,7 @@ from workers import (
     PoolClosed,
     PoolLimits,
     PoolManager,
+    SetupFailed,
     WorkerSpec,
 )
 
@@ -166,3 +167,27 @@ async def test_a_warm_worker_sleeps_once_per_request(tmp_path: Path) -> None:
         for _ in range(calls):
             assert (await pool.invoke(call(b"pid"))).body == str(pid).encode()
         assert voluntary_switches(pid) - before < 1.5 * calls
+
+
+async def test_a_worker_that_breaks_the_protocol_while_loading_is_named_for_it(
+    tmp_path: Path,
+) -> None:
+    """Model code that writes a frame the gateway must refuse on the worker's channel (a
+    header of length 0) fails the load with that reason, not with how the kill that
+    followed ended the worker."""
+    code = tmp_path / "model" / "code"
+    code.mkdir(parents=True)
+    (code / "inference.py").write_text(
+        "import gc\n"
+        "import socket\n"
+        "for found in gc.get_objects():\n"
+        "    if isinstance(found, socket.socket) and found.family == socket.AF_UNIX:\n"
+        "        found.sendall(bytes(8))\n\n\n"
+        "def model_fn(model_dir):\n"
+        "    return None\n"
+    )
+    broken = WorkerSpec(label="broken", model_dir=tmp_path / "model", memory_mb=1024)
+    async with PoolManager(private_root=tmp_path / "private", log=LOG) as manager:
+        pool = manager.pool("ep", broken, limits())
+        with pytest.raises(SetupFailed, match=r"broke the protocol.*header length 0"):
+            await pool.invoke(call(b"x"))
