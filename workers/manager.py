@@ -69,7 +69,10 @@ class PoolManager:
         self._inherited_env = dict(os.environ if inherited_env is None else inherited_env)
         self._zygotes_on = zygotes
         self._learned_path = learned_path
+        # In the order learned (a module's dependencies before it); the set answers
+        # "known?" for the thousands of names a deep-learning stack imports.
         self._preload = list(dict.fromkeys([*preload, *self._read_learned()]))
+        self._preload_set = set(self._preload)
         self._placer = placer
         self._pools: dict[Hashable, EndpointPool] = {}
         self._retired: set[EndpointPool] = set()
@@ -218,10 +221,11 @@ class PoolManager:
 
     def learn(self, modules: Iterable[str]) -> None:
         """Pre-import ``modules`` in the runtime zygote from now on (and after restarts)."""
-        new = [name for name in modules if name not in self._preload]
+        new = [name for name in dict.fromkeys(modules) if name not in self._preload_set]
         if not new:
             return
         self._preload.extend(new)
+        self._preload_set.update(new)
         self._write_learned()
         runtime = self.runtime()
         if runtime is not None:
