@@ -12,12 +12,16 @@ worker never talks to a collector itself (it has no collector settings, and no
 credentials a collector might need).
 
 Model code that imports the API only inside a call joins traces from its next call on.
+A call keeps at most ``MAX_SPANS_PER_CALL`` spans, as the SDK's batch processor keeps at
+most its queue's worth; the rest are dropped and counted on the worker's stderr (the
+gateway's log).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from opentelemetry import context, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -25,6 +29,10 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from workers.spans import LightTracer, Record, follow_parent, json_safe
 
 T = TypeVar("T")
+
+# Spans one call may hand back: the default of the SDK's OTEL_BSP_MAX_QUEUE_SIZE. A span
+# per token or per row of a batch would otherwise make a reply of any size.
+MAX_SPANS_PER_CALL: Final = 2048
 
 
 class RecordingTracerProvider(trace.TracerProvider):
@@ -48,7 +56,14 @@ class WorkerTracing:
 
     def __init__(self) -> None:
         self._finished: list[Record] = []
-        trace.set_tracer_provider(RecordingTracerProvider(self._finished.append))
+        self._dropped = 0
+        trace.set_tracer_provider(RecordingTracerProvider(self._keep))
+
+    def _keep(self, record: Record) -> None:
+        if len(self._finished) < MAX_SPANS_PER_CALL:
+            self._finished.append(record)
+        else:
+            self._dropped += 1
 
     def run(self, traceparent: str, call: Callable[[], T]) -> T:
         """``call()`` with the caller's span as the current one (exceptions propagate;
@@ -64,7 +79,14 @@ class WorkerTracing:
             context.detach(token)
 
     def drain(self) -> list[Record]:
-        """The spans finished since the last drain, as JSON data for the result frame."""
+        """The spans finished since the last drain, as JSON data for the result frame
+        (``MAX_SPANS_PER_CALL`` at most; how many more were dropped goes to stderr)."""
+        if self._dropped:
+            sys.stderr.write(
+                f"worker: dropped {self._dropped} spans the model made beyond "
+                f"{MAX_SPANS_PER_CALL} in one call\n"
+            )
+            self._dropped = 0
         if not self._finished:
             return []
         spans = [_plain(record) for record in self._finished]

@@ -425,6 +425,30 @@ def test_spans_the_model_makes_join_the_trace(tmp_path: Path, receiver: Receiver
     assert attributes(model)["model.input_bytes"] == 5
 
 
+def test_a_call_hands_back_at_most_the_sdks_queue_of_spans(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A call whose model makes 3,000 spans is answered; 2,048 of them (the SDK's default
+    queue) reach the collector and the rest are counted in the gateway's log."""
+    env = traces_to(receiver.url)
+    config = toml_config(tmp_path / "state", endpoints={"traced": {}})
+    with running_gateway(tmp_path, config, env=env) as gw:
+        answer = gw.runtime().invoke_endpoint(EndpointName="traced", Body=b"spans:3000")
+        assert answer["Body"].read() == b"spans:3000"
+        wait_until(
+            lambda: "dropped 952 spans the model made beyond 2048" in gw.log(),
+            timeout=30,
+            what="the dropped spans in the log",
+        )
+
+        def steps() -> list[Any]:
+            return [span for span in receiver.spans if span.name == "step"]
+
+        wait_until(lambda: len(steps()) >= 2048, timeout=30, what="the model's spans")
+    # Counted once the gateway has stopped, which flushes every span it still held.
+    assert sorted(attributes(span)["model.step"] for span in steps()) == list(range(2048))
+
+
 def exporter_pids(gw: Gateway) -> list[int]:
     """The gateway's span exporter process (a child running gateway.telemetry.exporter_process)."""
     found = []
