@@ -137,6 +137,9 @@ class WorkerProcess:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-u",
+                # As the zygotes: the working directory (its private one) is not put on
+                # sys.path, so a worker imports alike whichever tier started it.
+                "-P",
                 "-m",
                 "workers.child",
                 "--fd",

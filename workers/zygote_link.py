@@ -206,6 +206,10 @@ async def start_runtime_zygote(
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-u",
+            # Not the working directory on sys.path: it is the workers' private root, and
+            # a file a worker put there must not be what the zygote imports for a name
+            # it learned (every worker forked afterwards would run it).
+            "-P",
             "-m",
             "workers.zygote",
             "--fd",

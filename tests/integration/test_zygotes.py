@@ -260,6 +260,24 @@ def test_thousands_of_learned_imports_cross_every_channel(tmp_path: Path) -> Non
         assert "restarting" not in gw.log()
 
 
+def test_a_file_in_the_workers_directory_cannot_stand_in_for_a_preloaded_module(
+    tmp_path: Path,
+) -> None:
+    """The runtime zygote runs in the workers' private root, where a worker can write. A
+    module file planted there under a name the zygote pre-imports is not imported: only
+    the interpreter's own paths are searched."""
+    marker = tmp_path / "planted-module-ran"
+    private_root = tmp_path / "state" / "workers"
+    private_root.mkdir(parents=True)
+    (private_root / "planted_module.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = quick_reaping(tmp_path, {"behave": {}}, preload=["colorsys", "planted_module"])
+    with running_gateway(tmp_path, config) as gw:
+        wait_until(lambda: "pre-imported" in gw.log(), timeout=30, what="the runtime zygote")
+        assert call(gw, "behave", b"pid")[1] == "runtime-zygote"
+        assert "pre-imported 4 modules" in gw.log()  # the 3 it always has, and colorsys
+    assert not marker.exists()
+
+
 def test_provisioned_workers_stay_warm(tmp_path: Path) -> None:
     """ProvisionedConcurrency workers exist before any invocation, survive reaping, and
     are replaced when they die."""
