@@ -73,6 +73,9 @@ class PoolManager:
         # "known?" for the thousands of names a deep-learning stack imports.
         self._preload = list(dict.fromkeys([*preload, *self._read_learned()]))
         self._preload_set = set(self._preload)
+        # Modules whose import started a thread in the runtime zygote: never pre-imported
+        # again (for this gateway's life; the learned file drops them).
+        self._start_threads: set[str] = set()
         self._placer = placer
         self._pools: dict[Hashable, EndpointPool] = {}
         self._retired: set[EndpointPool] = set()
@@ -221,7 +224,11 @@ class PoolManager:
 
     def learn(self, modules: Iterable[str]) -> None:
         """Pre-import ``modules`` in the runtime zygote from now on (and after restarts)."""
-        new = [name for name in dict.fromkeys(modules) if name not in self._preload_set]
+        new = [
+            name
+            for name in dict.fromkeys(modules)
+            if name not in self._preload_set and name not in self._start_threads
+        ]
         if not new:
             return
         self._preload.extend(new)
@@ -238,6 +245,7 @@ class PoolManager:
             if not self._closing:  # closing the zygote cuts its requests short
                 self._log.warning("runtime zygote: %s", error)
             return
+        self._drop_threaded(runtime, answer)
         failed = [str(name) for name in answer.get("failed") or []]
         if failed:
             # Named up to a few: a model may import thousands of modules.
@@ -245,6 +253,25 @@ class PoolManager:
             if len(failed) > FAILED_NAMES_SHOWN:
                 shown += f" and {len(failed) - FAILED_NAMES_SHOWN} more"
             self._log.info("runtime zygote could not pre-import %d modules: %s", len(failed), shown)
+
+    def _drop_threaded(self, runtime: ZygoteLink, answer: dict[str, Any]) -> None:
+        """When importing some modules started a thread in the runtime zygote (its
+        ``answer`` names them), it can no longer fork safely: never pre-import them again
+        and have it replaced (closed, the keeper starts a new one without them)."""
+        threaded = [str(name) for name in answer.get("threaded") or []]
+        if not threaded:
+            return
+        self._start_threads.update(threaded)
+        self._preload = [name for name in self._preload if name not in self._start_threads]
+        self._preload_set = set(self._preload)
+        self._write_learned()
+        self._log.warning(
+            "runtime zygote: importing %s started a thread, so it cannot fork safely; "
+            "replacing it with one that does not pre-import %s",
+            ", ".join(threaded),
+            "it" if len(threaded) == 1 else "them",
+        )
+        runtime.close()
 
     def _read_learned(self) -> list[str]:
         if self._learned_path is None:
@@ -287,6 +314,8 @@ class PoolManager:
                     float(runtime.ready.get("load_ms", 0.0)),
                     len(runtime.ready.get("imports") or []),
                 )
+                # Closed at once if what it pre-imported started a thread.
+                self._drop_threaded(runtime, runtime.ready)
                 prefix = f"runtime zygote {runtime.process.pid}"
                 await forward_output(runtime.output, self._log, prefix)
                 returncode = await runtime.process.wait()

@@ -27,7 +27,9 @@ Control messages (framed, see workers.protocol); file descriptors ride with a ``
   "env", "private_dir", "placement", "max_response_bytes"}`` with fds [channel, log];
   answer ``{"t": "forked", "pid"}`` or ``{"t": "error", "message"}``.
 - gateway -> runtime zygote: ``{"t": "preload", "modules": [...]}``; answer
-  ``{"t": "preloaded", "imported": [...], "failed": [...]}``.
+  ``{"t": "preloaded", "imported": [...], "failed": [...], "threaded": [...]}``
+  (``threaded``: imports that started a thread; the runtime zygote's ``ready`` has it
+  too).
 """
 
 from __future__ import annotations
@@ -295,8 +297,13 @@ def run_model_zygote(channel: socket.socket, request: dict[str, Any], gateway_pi
 
 
 def preload(modules: list[str]) -> dict[str, Any]:
-    """Import ``modules`` here so forked workers start with them; report what failed."""
-    imported, failed = [], []
+    """Import ``modules`` here so forked workers start with them; report what failed,
+    and (``threaded``) the modules whose import started a thread: after that, forking
+    here is unsafe, and the gateway replaces this zygote with one that skips them."""
+    imported: list[str] = []
+    failed: list[str] = []
+    threaded: list[str] = []
+    threads = thread_count()
     for name in modules:
         if name in sys.modules:
             continue
@@ -306,11 +313,12 @@ def preload(modules: list[str]) -> dict[str, Any]:
             failed.append(name)
         else:
             imported.append(name)
-    if thread_count() != 1:
-        failed.append(f"(importing started {thread_count() - 1} threads)")
+        if thread_count() != threads:
+            threaded.append(name)
+            threads = thread_count()
     gc.collect()
     gc.freeze()
-    return {"t": "preloaded", "imported": imported, "failed": failed}
+    return {"t": "preloaded", "imported": imported, "failed": failed, "threaded": threaded}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_ms": (time.perf_counter() - started) * 1000.0,
             "imports": outcome["imported"],
             "failed": outcome["failed"],
+            "threaded": outcome["threaded"],
         }
         send_frame(control, ready)
         return Zygote(control, args.gateway).serve()

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import signal
+import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +278,61 @@ def test_a_file_in_the_workers_directory_cannot_stand_in_for_a_preloaded_module(
         assert call(gw, "behave", b"pid")[1] == "runtime-zygote"
         assert "pre-imported 4 modules" in gw.log()  # the 3 it always has, and colorsys
     assert not marker.exists()
+
+
+@pytest.fixture
+def installed_module_that_starts_a_thread() -> Iterator[str]:
+    """A module in the interpreter's own site-packages (where the runtime zygote can
+    import it, as it would an installed library) that starts a thread when imported;
+    removed afterwards. Its name is unique to this test run."""
+    name = f"coldbrew_test_thread_at_import_{os.getpid()}"
+    path = Path(sysconfig.get_paths()["purelib"]) / f"{name}.py"
+    path.write_text(
+        "import threading\n\nthreading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+    )
+    try:
+        yield name
+    finally:
+        path.unlink()
+
+
+def test_a_learned_import_that_starts_a_thread_is_dropped(
+    tmp_path: Path, installed_module_that_starts_a_thread: str
+) -> None:
+    """One endpoint's model imports a library that starts a thread. Learned, it would
+    leave the shared runtime zygote unable to fork for every endpoint; instead it is
+    dropped and the zygote replaced, and other endpoints keep their fast cold starts."""
+    name = installed_module_that_starts_a_thread
+    code = tmp_path / "threaded" / "code"
+    code.mkdir(parents=True)
+    (code / "inference.py").write_text(
+        f"import {name}  # noqa: F401\n\n\n"
+        "def model_fn(model_dir):\n"
+        "    return None\n\n\n"
+        "def predict_fn(data, model):\n"
+        "    return data\n"
+    )
+    endpoints = {"threaded": {"model_dir": str(tmp_path / "threaded")}, "behave": {}}
+    with running_gateway(tmp_path, quick_reaping(tmp_path, endpoints)) as gw:
+        (first,) = wait_until(lambda: gw.children("cb-zygote"), timeout=30, what="the zygote")
+        assert call(gw, "threaded", b"[1]") == (b"[1]", "runtime-zygote")
+        wait_until(
+            lambda: f"importing {name} started a thread" in gw.log(),
+            timeout=30,
+            what="the thread to be noticed",
+        )
+        replaced = wait_until(
+            lambda: [pid for pid in gw.children("cb-zygote") if pid != first],
+            timeout=30,
+            what="a new runtime zygote",
+        )
+        wait_until(
+            lambda: f"runtime zygote {replaced[0]} ready" in gw.log(),
+            timeout=30,
+            what="the new runtime zygote to be ready",
+        )
+        assert call(gw, "behave", b"pid")[1] == "runtime-zygote"
+        assert name not in json.loads((gw.state_dir / "learned-imports.json").read_text())
 
 
 def test_provisioned_workers_stay_warm(tmp_path: Path) -> None:
