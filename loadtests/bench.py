@@ -244,13 +244,23 @@ class MainBench:
     errors: list[str]
 
     async def warm_latency(self) -> dict[str, object]:
-        """Sequential invocations of the warm endpoint, after ``plan.warm_up`` untimed ones."""
+        """Sequential invocations of the warm endpoint and of the bare server, one each in
+        turn (which goes first alternating), so that a drift of the machine weighs on
+        both alike; ``plan.warm_up`` untimed ones first. A client each, on one kept-alive
+        connection."""
         warm_up, timed = self.plan.warm_up, self.plan.warm_requests
-        found: list[list[float]] = []
-        async with client(self.ours.url, self.errors, 1) as gen:
-            for url in (self.ours.url, self.bare.url):
-                runs = [await gen.invoke(url, WARM) for _ in range(warm_up + timed)]
-                found.append([answer.seconds for answer in runs[warm_up:] if answer is not None])
+        found: list[list[float]] = [[], []]
+        async with (
+            client(self.ours.url, self.errors, 1) as ours,
+            client(self.bare.url, self.errors, 1) as bare,
+        ):
+            targets = ((ours, self.ours.url), (bare, self.bare.url))
+            for turn in range(warm_up + timed):
+                for index in (0, 1) if turn % 2 == 0 else (1, 0):
+                    gen, url = targets[index]
+                    answer = await gen.invoke(url, WARM)
+                    if turn >= warm_up and answer is not None:
+                        found[index].append(answer.seconds)
         figure = {**compare(found[0], found[1], "p50 p99", BARE_NAME), "requests": timed}
         return {
             "warm_latency_c1": judged("warm_latency_c1", figure, p50_ratio(figure), "p50 ratio")
