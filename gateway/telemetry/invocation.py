@@ -10,6 +10,7 @@ from typing import Final
 from aiohttp import HttpVersion10, HttpVersion11, web
 from opentelemetry.util.types import AttributeValue
 
+from gateway.hosts import split_host
 from workers import InvocationResult
 from workers.spans import LightSpan
 
@@ -41,17 +42,6 @@ def server_attributes(request: web.Request, request_id: str) -> dict[str, Attrib
     if port is not None:
         attributes["server.port"] = port
     return attributes
-
-
-def split_host(host: str) -> tuple[str, int | None]:
-    """A Host header's name and port: ``("127.0.0.1", 8080)`` from ``127.0.0.1:8080``,
-    ``("::1", None)`` from ``[::1]``; a port that is not a number is left in the name."""
-    name, colon, port = host.rpartition(":")
-    if not colon or not (port.isascii() and port.isdigit()):
-        name, port = host, ""
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    return name, int(port) if port else None
 
 
 def record_call_spans(span: LightSpan, result: InvocationResult, pool_started_ns: int) -> None:

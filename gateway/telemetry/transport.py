@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
+from gateway.hosts import split_host
+
 SERVICE_NAME: Final = "coldbrew-gateway"
 HTTP_TRACES_PATH: Final = "/v1/traces"
 DEFAULT_HTTP_ENDPOINT: Final = "http://localhost:4318" + HTTP_TRACES_PATH
@@ -194,12 +196,8 @@ def bypasses_proxy(no_proxy: str, host: str, port: int) -> bool:
         entry = raw.strip()
         if entry == "*":
             return True
-        name, entry_port = entry, None
-        # A port follows the last colon, unless the entry is a bare IPv6 address.
-        before, colon, after = entry.rpartition(":")
-        if colon and after.isdigit() and (entry.count(":") == 1 or before.endswith("]")):
-            name, entry_port = before, int(after)
-        name = name.strip("[]").lstrip(".")
+        name, entry_port = split_host(entry)
+        name = name.lstrip(".")
         if not name or (entry_port is not None and entry_port != port):
             continue
         if host == name or host.endswith("." + name):

@@ -1,10 +1,10 @@
-"""An invocation's SERVER span attributes read from its Host header."""
+"""Host names and ports, as an invocation's Host header and no_proxy entries write them."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.telemetry.invocation import split_host
+from gateway.hosts import split_host
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,7 @@ from gateway.telemetry.invocation import split_host
         ),
         ("[::1]:8443", ("::1", 8443)),
         ("[::1]", ("::1", None)),
+        ("::1", ("::1", None)),
         ("example.test:http", ("example.test:http", None)),
         ("example.test:\u0661\u0662", ("example.test:\u0661\u0662", None)),
         ("example.test:", ("example.test:", None)),
