@@ -147,18 +147,17 @@ class LightSpan(trace.Span):
         places a call's cold start and model time after the fact, several spans a call.
         ``attributes`` is kept as given. Returns the record."""
         parent = self._record if under is None else under
-        record = {
-            "trace_id": parent["trace_id"],
-            "span_id": format(random.getrandbits(64) or 1, "016x"),
-            "parent_span_id": parent["span_id"],
-            "name": name,
-            "kind": INTERNAL,
-            "start": start,
-            "end": end,
-            "attributes": {} if attributes is None else attributes,
-            "status": 0,
-            "scope": parent["scope"],
-        }
+        record = new_record(
+            parent["trace_id"],
+            format(random.getrandbits(64) or 1, "016x"),
+            parent["span_id"],
+            name,
+            INTERNAL,
+            start,
+            end,
+            {} if attributes is None else attributes,
+            parent["scope"],
+        )
         self._emit(record)
         return record
 
@@ -271,18 +270,44 @@ class LightTracer(trace.Tracer):
         trace_hex: str,
         span_id: int,
     ) -> Record:
-        return {
-            "trace_id": trace_hex,
-            "span_id": format(span_id, "016x"),
-            "parent_span_id": None,
-            "name": name,
-            "kind": kind._value_,  # the plain attribute: .value is a descriptor call
-            "start": start_time or time.time_ns(),
-            "end": None,
-            "attributes": dict(attributes) if attributes else {},
-            "status": 0,
-            "scope": self._scope,
-        }
+        return new_record(
+            trace_hex,
+            format(span_id, "016x"),
+            None,
+            name,
+            kind._value_,  # the plain attribute: .value is a descriptor call
+            start_time or time.time_ns(),
+            None,
+            dict(attributes) if attributes else {},
+            self._scope,
+        )
+
+
+def new_record(
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str | None,
+    name: str,
+    kind: int,
+    start: int,
+    end: int | None,
+    attributes: dict[str, Any],
+    scope: str,
+) -> Record:
+    """A span's record (see ``gateway/telemetry/records.py``), its status unset; ``end``
+    None while the span runs."""
+    return {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent_span_id,
+        "name": name,
+        "kind": kind,
+        "start": start,
+        "end": end,
+        "attributes": attributes,
+        "status": 0,
+        "scope": scope,
+    }
 
 
 def follow_parent(parent: SpanContext, *sampler_arguments: Any) -> bool:
