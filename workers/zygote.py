@@ -313,9 +313,10 @@ def preload(modules: list[str]) -> dict[str, Any]:
             failed.append(name)
         else:
             imported.append(name)
-        if thread_count() != threads:
+        now = thread_count()
+        if now != threads:
             threaded.append(name)
-            threads = thread_count()
+            threads = now
     gc.collect()
     gc.freeze()
     return {"t": "preloaded", "imported": imported, "failed": failed, "threaded": threaded}
