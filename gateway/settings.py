@@ -24,6 +24,8 @@ from types import MappingProxyType, NoneType, UnionType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, get_args, get_origin, get_type_hints
 
 from gateway.logs import LOG_FORMATS, LOG_LEVELS
+from gateway.sagemaker.names import CONTROL_NAME_PATTERN, MAX_NAME_LENGTH
+from gateway.sagemaker.variants import MEMORY_SIZES_MB
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -200,8 +202,7 @@ def _setting(default: _V, text: str, check: Check | None = None, *, path: bool =
 _ACCOUNT_ID = _matching(r"\d{12}", 12)
 _REGION = _matching(r"[a-z]{2}(-[a-z]+)+-\d+", 32)
 # SageMaker's EndpointName pattern and length limit.
-_ENDPOINT_NAME = _matching(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", 63)
-MEMORY_SIZES_MB: Final = (1024, 2048, 3072, 4096, 5120, 6144)
+_ENDPOINT_NAME = _matching(CONTROL_NAME_PATTERN, MAX_NAME_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,7 @@ from benchlib import (
 )
 from soak import run_soak
 
-from gateway.demo import INFERENCE_PY
+from gateway.control.demo import INFERENCE_PY
 
 HERE = Path(__file__).resolve().parent
 ECHO_MODEL = ROOT / "tests" / "models" / "echo"
@@ -312,7 +312,9 @@ class MainBench:
         if not forked:
             raise RuntimeError("two overlapping requests to behave did not start a second worker")
         zygotes = {
-            pid for pid in children(self.ours.pid) if "workers.zygote" in " ".join(cmdline(pid))
+            pid
+            for pid in children(self.ours.pid)
+            if "workers.child.zygote" in " ".join(cmdline(pid))
         }
         model_zygote = int(ready.group(1))
         if not {runtime_zygote, model_zygote} <= zygotes:
@@ -515,7 +517,7 @@ async def train_demo(model_dir: Path) -> None:
     """The demo's handler module and its model, trained by the demo's own command line."""
     (model_dir / "code").mkdir(parents=True)
     (model_dir / "code" / "inference.py").write_text(INFERENCE_PY)
-    argv = [sys.executable, "-m", "gateway.demo", "--train", str(model_dir)]
+    argv = [sys.executable, "-m", "gateway.control.demo", "--train", str(model_dir)]
     _, status, stderr = await run_once(argv, within_s=TRAIN_DEADLINE_S)
     if status != 0:
         raise RuntimeError(f"training the demo model failed ({status}): {stderr[-1000:]!r}")

@@ -87,7 +87,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from locust import FastHttpUser, constant, events, task
 
-# The demo endpoint of `coldbrew serve --demo`; copied from gateway/demo.py
+# The demo endpoint of `coldbrew serve --demo`; copied from gateway/control/demo.py
 # (DEMO_ENDPOINT_NAME, DEMO_SAMPLE, DEMO_MAX_CONCURRENCY) so this file runs without the
 # gateway package installed.
 DEMO_ENDPOINT_NAME = "demo"
@@ -100,7 +100,7 @@ REQUEST_TYPE = "POST"
 WARM = "InvokeEndpoint"
 COLD_START = "InvokeEndpoint [cold start]"
 THROTTLED = "InvokeEndpoint [throttled]"
-# Coldbrew's header on an answer that waited for a worker to start (gateway/runtime.py).
+# Coldbrew's header on an answer that waited for a worker to start (gateway/runtime/invoke.py).
 COLD_START_HEADER = "X-Coldbrew-Cold-Start"
 # Error codes that mean "slow down": the throttling codes botocore retries.
 THROTTLE_CODES = frozenset(

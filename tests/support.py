@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config
 
-from workers.kernel import MODEL_ZYGOTE_NAME, RUNTIME_ZYGOTE_NAME, WORKER_NAME
+from workers.wire.kernel import MODEL_ZYGOTE_NAME, RUNTIME_ZYGOTE_NAME, WORKER_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
@@ -113,7 +113,7 @@ def worker_processes(under: Path) -> set[int]:
             cwd = (entry / "cwd").readlink()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        mine = (b"workers.child" in cmdline or b"workers.zygote" in cmdline) and (
+        mine = (b"workers.child.serve" in cmdline or b"workers.child.zygote" in cmdline) and (
             cwd.is_relative_to(under)
         )
         if mine and is_running(int(entry.name)):

@@ -1,8 +1,9 @@
-"""The control plane's front: operation name -> shape -> handler.
+"""The control plane's front: operation name -> input shape -> handler.
 
-Every request is authenticated, its body parsed and checked against the operation's
-input shape, and then handed to the operation with the caller's scope. Handlers are
-plain functions; the few that may wait (DescribeEndpoint) are coroutines.
+An operation's input is checked against its shape, then handed to the operation with
+the caller's scope and the time of the call. Handlers are plain functions; the few that
+may wait (DescribeEndpoint) are coroutines. The edge speaks the wire (AWS JSON 1.1) and
+authenticates the caller before a call reaches here.
 """
 
 from __future__ import annotations
@@ -11,17 +12,11 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from aiohttp import web
-
-from gateway.auth import authenticate
 from gateway.control import endpoints, resources, tags
 from gateway.control.context import Call, Services
-from gateway.control.protocol import operation_name, parse_body, success_response
 from gateway.control.schema import validate
 from gateway.control.shapes import INPUT_SHAPES
-from gateway.errors import validation_exception
-from gateway.registry import Scope
-from gateway.sigv4 import Verifier
+from gateway.sagemaker.names import Scope
 
 Output = dict[str, Any]
 Handler = Callable[[Services, Call, dict[str, Any]], Output | Awaitable[Output]]
@@ -48,31 +43,21 @@ OPERATIONS: Final[Mapping[str, Handler]] = {
 KNOWN: Final = frozenset(OPERATIONS)
 # Control-plane inputs are small (names, a few variants, 100 environment entries of at
 # most 1 KiB, 50 tags); this bound only stops abuse.
-MAX_CONTROL_BODY: Final = 1024 * 1024
+MAX_INPUT_BYTES: Final = 1024 * 1024
 
 
 class ControlPlane:
-    """Serves ``POST /`` control-plane requests."""
+    """Runs control-plane operations for authenticated callers."""
 
-    def __init__(self, services: Services, verifier: Verifier, *, body_timeout_s: float) -> None:
+    def __init__(self, services: Services) -> None:
         self._services = services
-        self._verifier = verifier
-        self._body_timeout_s = body_timeout_s
 
-    async def handle(self, request: web.Request, request_id: str) -> web.Response:
-        """Run one operation. Raises ServiceError or SigV4Error; the router maps them."""
-        name = operation_name(request.headers.get("X-Amz-Target"), KNOWN)
-        principal, raw = await authenticate(
-            request,
-            self._verifier,
-            now=self._services.clock.wall(),
-            body_limit=MAX_CONTROL_BODY,
-            body_timeout_s=self._body_timeout_s,
-            error=validation_exception,
-        )
-        body = validate(INPUT_SHAPES[name], parse_body(raw), root=name)
-        call = Call(Scope(principal.account_id, principal.region), self._services.clock.wall())
+    async def call(self, name: str, caller: Scope, body: dict[str, Any]) -> Output:
+        """Run operation ``name`` (one of ``KNOWN``) on ``body``, its input object, for
+        ``caller``; return its output object. Raises ServiceError."""
+        body = validate(INPUT_SHAPES[name], body, root=name)
+        call = Call(caller, self._services.clock.wall())
         outcome = OPERATIONS[name](self._services, call, body)
         if inspect.isawaitable(outcome):
             outcome = await outcome
-        return success_response(outcome, request_id)
+        return outcome

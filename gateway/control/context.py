@@ -10,10 +10,11 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.control.lifecycle import Lifecycle
 from gateway.control.listing import InvalidQuery, InvalidToken, Listable, ListQuery, list_page
-from gateway.deployments import Deployments
-from gateway.errors import ServiceError, validation_exception
-from gateway.registry import Registry, Scope
+from gateway.runtime.deployments import Deployments
+from gateway.sagemaker.errors import ServiceError, validation_exception
+from gateway.sagemaker.names import Scope
 from gateway.settings import QuotaSettings
+from gateway.store.registry import Registry
 from workers import PoolManager
 
 

@@ -11,17 +11,18 @@ from typing import Any, Final
 
 from gateway.control.context import Call, Services, already_exists, listed, not_found, tag_map
 from gateway.control.listing import Listable
-from gateway.control.rules import (
+from gateway.sagemaker.errors import ServiceError, validation_exception
+from gateway.sagemaker.names import arn
+from gateway.sagemaker.variants import (
     InstanceVariant,
     ServerlessVariant,
     Variant,
     check_provisioned,
+    effective_variant,
     model_container,
     parse_config,
 )
-from gateway.deployments import effective_variant
-from gateway.errors import ServiceError, validation_exception
-from gateway.registry import AlreadyExists, EndpointRecord, NotFound, arn
+from gateway.store.registry import AlreadyExists, EndpointRecord, NotFound
 
 Output = dict[str, Any]
 

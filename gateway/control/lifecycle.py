@@ -16,10 +16,8 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, Self
 
-from gateway.artifacts import ArtifactError, ArtifactStore
 from gateway.clock import Clock
-from gateway.control.rules import model_container, parse_config
-from gateway.deployments import (
+from gateway.runtime.deployments import (
     Deployment,
     Deployments,
     EndpointKey,
@@ -27,8 +25,11 @@ from gateway.deployments import (
     build_deployment,
     endpoint_key,
 )
-from gateway.errors import ServiceError
-from gateway.registry import EndpointRecord, Registry, Scope
+from gateway.sagemaker.errors import ServiceError
+from gateway.sagemaker.names import Scope
+from gateway.sagemaker.variants import model_container, parse_config
+from gateway.store.artifacts import ArtifactError, ArtifactStore
+from gateway.store.registry import EndpointRecord, Registry
 from workers import PoolManager, SetupFailed, SetupTimeout, WorkerError
 
 # FailureReason is at most 1024 characters on the wire (spec §5.5).

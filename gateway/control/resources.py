@@ -15,9 +15,11 @@ from gateway.control.context import (
     without_tags,
 )
 from gateway.control.listing import Listable
-from gateway.control.rules import check_model, parse_config
-from gateway.errors import ServiceError
-from gateway.registry import AlreadyExists, NotFound, arn
+from gateway.control.rules import check_model
+from gateway.sagemaker.errors import ServiceError
+from gateway.sagemaker.names import arn
+from gateway.sagemaker.variants import parse_config
+from gateway.store.registry import AlreadyExists, NotFound
 
 Output = dict[str, Any]
 

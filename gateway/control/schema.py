@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from gateway.errors import ServiceError, validation_exception
+from gateway.sagemaker.errors import ServiceError, validation_exception
 
 # Values quoted in messages are cut here, so a huge value cannot make a huge message.
 _MAX_VALUE_CHARS: Final = 100

@@ -37,25 +37,26 @@ from gateway.control.schema import (
     Timestamp,
     unicode_word_matcher,
 )
+from gateway.sagemaker.names import CONTROL_NAME_PATTERN, MAX_NAME_LENGTH
 
 # --- Names, ARNs and other shared strings -------------------------------------------
 
-_NAME_63: Final = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+_NAME_63: Final = CONTROL_NAME_PATTERN
 _NAME_CONTAINS: Final = r"[a-zA-Z0-9-]+"
 _S3_URL: Final = r"(https|s3)://([^/]+)/?(.*)"
 _CONTENT_TYPE: Final = r"[a-zA-Z0-9](-*[a-zA-Z0-9])*\/[a-zA-Z0-9](-*[a-zA-Z0-9.])*"
 _TAG_PATTERN: Final = r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)"
 
 MODEL_NAME: Final = String(0, 63, r"[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?")
-ENDPOINT_NAME: Final = String(0, 63, _NAME_63)
-ENDPOINT_CONFIG_NAME: Final = String(0, 63, _NAME_63)
-VARIANT_NAME: Final = String(0, 63, _NAME_63)
+ENDPOINT_NAME: Final = String(0, MAX_NAME_LENGTH, _NAME_63)
+ENDPOINT_CONFIG_NAME: Final = String(0, MAX_NAME_LENGTH, _NAME_63)
+VARIANT_NAME: Final = String(0, MAX_NAME_LENGTH, _NAME_63)
 ROLE_ARN: Final = String(20, 2048, r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
 KMS_KEY_ID: Final = String(0, 2048, r"[a-zA-Z0-9:/_-]*")
 DESTINATION_S3_URI: Final = String(0, 512, r"(https|s3)://([^/])/?(.*)")
 URL: Final = String(0, 1024, _S3_URL)
 # Deliberately wider than the API model: Coldbrew also takes an absolute path or a
-# file:// URL (a model directory or a model.tar.gz) here; gateway.artifacts.check_url
+# file:// URL (a model directory or a model.tar.gz) here; gateway.store.artifacts.check_url
 # checks the form, naming the field.
 MODEL_DATA_URL: Final = String(0, 1024)
 S3_MODEL_URI: Final = String(0, 1024, _S3_URL)

@@ -6,8 +6,8 @@ from typing import Any, Final
 
 from gateway.control.context import Call, Services, listed, tag_map
 from gateway.control.listing import Listable
-from gateway.errors import validation_exception
-from gateway.registry import NotFound
+from gateway.sagemaker.errors import validation_exception
+from gateway.store.registry import NotFound
 
 Output = dict[str, Any]
 MAX_TAGS: Final = 50

@@ -27,7 +27,7 @@ import orjson
 
 from gateway.telemetry.exporter_process import FRAME_HEADER
 from gateway.telemetry.spans import SpanBatch
-from workers.spans import json_safe
+from workers import json_safe
 
 # What may wait in the pipe to the exporter before batches are dropped.
 MAX_BACKLOG_BYTES: Final = 8 * 1024 * 1024

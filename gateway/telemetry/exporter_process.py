@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         open_transport,
         protocol,
     )
-    from workers.kernel import die_with_parent
+    from workers import die_with_parent
 
     parser = argparse.ArgumentParser(prog="python -m gateway.telemetry.exporter_process")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")

@@ -10,9 +10,8 @@ from typing import Final
 from aiohttp import HttpVersion10, HttpVersion11, web
 from opentelemetry.util.types import AttributeValue
 
-from gateway.hosts import split_host
-from workers import InvocationResult
-from workers.spans import LightSpan
+from gateway.telemetry.hosts import split_host
+from workers import InvocationResult, LightSpan
 
 # network.protocol.version of the HTTP versions aiohttp serves, formatted once.
 PROTOCOL_VERSIONS: Final = {HttpVersion10: "1.0", HttpVersion11: "1.1"}

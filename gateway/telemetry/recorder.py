@@ -14,7 +14,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway.telemetry.instruments import GaugeSource, Instruments
 from gateway.telemetry.spans import GATEWAY_SCOPE, SpanBatch, gateway_tracer
-from workers.spans import LightSpan
+from workers import LightSpan
 
 # The SDK's default: keep a trace unless the caller's traceparent says not sampled.
 DEFAULT_SAMPLER: Sampler = DEFAULT_ON

@@ -7,7 +7,7 @@ A record is a dict of JSON values: ``trace_id`` (32 hex digits), ``span_id`` and
 ``attributes``; optionally ``parent_remote`` (true when the parent span is another
 process's), ``status_message``, ``events`` (``[name, time_ns, attributes]`` each) and
 ``scope`` (the instrumentation scope's name, ``WORKER_SCOPE`` when absent or empty).
-``workers.spans`` makes them.
+``workers.wire.spans`` makes them.
 The exporter process encodes them into OTLP (see ``otlp``).
 """
 

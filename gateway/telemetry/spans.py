@@ -1,4 +1,4 @@
-"""The gateway's spans: ``workers.spans``' cheap spans, batched for the span exporter
+"""The gateway's spans: ``workers.wire.spans``' cheap spans, batched for the span exporter
 process and sampled by the SDK's sampler (``OTEL_TRACES_SAMPLER``), asked once per trace
 that enters the gateway."""
 
@@ -10,7 +10,7 @@ from typing import Any
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, Sampler
 from opentelemetry.trace import SpanContext
 
-from workers.spans import LightTracer, Record, follow_parent
+from workers import LightTracer, Record, follow_parent
 
 GATEWAY_SCOPE = "coldbrew.gateway"
 # Records handed to the sink at once; a timer flushes a partial batch.

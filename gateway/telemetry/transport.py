@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
-from gateway.hosts import split_host
+from gateway.telemetry.hosts import split_host
 
 SERVICE_NAME: Final = "coldbrew-gateway"
 HTTP_TRACES_PATH: Final = "/v1/traces"

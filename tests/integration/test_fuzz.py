@@ -25,7 +25,7 @@ from botocore.credentials import Credentials
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.sigv4 import Credential, sign
+from gateway.edge.sigv4 import Credential, sign
 from tests.integration.control import control_client, create_model, deploy
 from tests.support import CONTROL_OPERATIONS, Gateway, running_gateway, toml_config
 

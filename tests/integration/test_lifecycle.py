@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.demo import DEMO_SAMPLE
+from gateway.control.demo import DEMO_SAMPLE
 from tests.support import (
     REPO,
     aws_cli_env,

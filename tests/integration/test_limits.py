@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from workers.cgroups import EnforcerUnavailable, detect_enforcer
-from workers.limits import (
+from workers.pool.cgroups import EnforcerUnavailable, detect_enforcer
+from workers.pool.limits import (
     DISK_BYTES,
     THREAD_VARIABLES,
     Enforcer,
-    Placement,
     ResourcePlan,
     plan_resources,
 )
+from workers.wire.messages import Placement
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +38,8 @@ HOST_CPUS = len(os.sched_getaffinity(0))
 # The worker side: join the placement, report, then obey commands until stdin closes.
 CHILD = """
 import json, os, resource, sys, threading, time
-from workers.limits import Placement, join_placement
+from workers.child.limits import join_placement
+from workers.wire.messages import Placement
 if sys.argv[2:] == ["threaded"]:
     threading.Thread(target=threading.Event().wait, daemon=True).start()
 join_placement(Placement.from_json(json.loads(sys.argv[1])))

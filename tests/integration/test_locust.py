@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import DEMO_MAX_CONCURRENCY, DEMO_SAMPLE
+from gateway.control.demo import DEMO_MAX_CONCURRENCY, DEMO_SAMPLE
 from tests.support import (
     REPO,
     Gateway,
@@ -20,7 +20,7 @@ from tests.support import (
     toml_config,
     wait_until,
 )
-from workers.kernel import MODEL_ZYGOTE_NAME
+from workers.wire.kernel import MODEL_ZYGOTE_NAME
 
 # Training the demo at start, its first cold start (importing scikit-learn) and two
 # locust runs take longer than the default 60 s on a slow machine.

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway.sigv4 import Credential, sign
+from gateway.edge.sigv4 import Credential, sign
 from tests.support import (
     Gateway,
     clean_env,

@@ -25,7 +25,7 @@ from tests.support import (
     toml_config,
     wait_until,
 )
-from workers.limits import plan_resources
+from workers.pool.limits import plan_resources
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""Tests of turning a ModelDataUrl into a local model directory (gateway.artifacts)."""
+"""Tests of turning a ModelDataUrl into a local model directory (gateway.store.artifacts)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.artifacts import ArtifactError, ArtifactLimits, ArtifactStore, check_url
+from gateway.store.artifacts import ArtifactError, ArtifactLimits, ArtifactStore, check_url
 
 Member = tuple[tarfile.TarInfo, bytes]
 

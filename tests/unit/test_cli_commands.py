@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli_commands import (
+from gateway.cli.client import control_config
+from gateway.cli.commands import (
     MAX_DEPLOY_NAME,
     CommandFailed,
     Session,
@@ -22,7 +23,6 @@ from gateway.cli_commands import (
     readable,
     url_problem,
 )
-from gateway.client import control_config
 
 NOON = datetime(2026, 1, 2, 12, 30, 45, tzinfo=UTC).timestamp()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.client import DEFAULT_URL, client_config, control_config
+from gateway.cli.client import DEFAULT_URL, client_config, control_config
 
 BOTH = {
     "AWS_ENDPOINT_URL_SAGEMAKER": "http://control:1",

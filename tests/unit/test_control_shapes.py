@@ -34,7 +34,7 @@ from gateway.control.schema import (
     validate,
 )
 from gateway.control.shapes import INPUT_SHAPES
-from gateway.errors import ServiceError
+from gateway.sagemaker.errors import ServiceError
 from tests.support import CONTROL_OPERATIONS as OPERATIONS
 
 SERVICE = botocore.session.get_session().get_service_model("sagemaker")

@@ -13,8 +13,8 @@ import pytest
 from botocore.session import get_session
 from botocore.validate import validate_parameters
 
-from gateway import demo
-from gateway.demo import (
+from gateway.control import demo
+from gateway.control.demo import (
     DEMO_ENDPOINT_NAME,
     DEMO_MAX_CONCURRENCY,
     DEMO_MEMORY_MB,
@@ -125,10 +125,10 @@ def test_model_predicts_one_class_per_iris_species(trained: Path) -> None:
 
 
 def test_importing_demo_loads_neither_sklearn_nor_numpy() -> None:
-    """The gateway can import gateway.demo without paying for scikit-learn or numpy."""
+    """The gateway can import gateway.control.demo without paying for scikit-learn or numpy."""
     script = """
         import json, sys
-        import gateway.demo
+        import gateway.control.demo
         heavy = {"sklearn", "numpy", "scipy", "joblib"}
         print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in heavy)))
     """
@@ -227,7 +227,7 @@ def test_worker_handler_serves_the_sample(trained: Path) -> None:
     script = """
         import sys
         from pathlib import Path
-        from workers.handler import ModelHandler
+        from workers.child.handler import ModelHandler
         handler = ModelHandler.load(Path(sys.argv[1]))
         response = handler.invoke(sys.argv[2].encode(), "application/json", "application/json")
         sys.stdout.write(response.content_type + "\\n" + response.body.decode())

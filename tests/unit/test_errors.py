@@ -16,10 +16,9 @@ from botocore.awsrequest import AWSResponse
 from botocore.endpoint import convert_to_response_dict
 from botocore.parsers import create_parser
 
-from gateway.errors import (
-    Flavor,
+from gateway.edge.errors import Flavor, error_response
+from gateway.sagemaker.errors import (
     ServiceError,
-    error_response,
     internal_failure,
     model_error,
     service_unavailable,

@@ -14,14 +14,14 @@ import numpy as np
 import orjson
 import pytest
 
-from workers.codecs import (
+from workers.child.codecs import (
     HandlerError,
     default_input_fn,
     default_model_fn,
     default_output_fn,
     default_predict_fn,
 )
-from workers.handler import HandlerContext, ModelHandler, Response
+from workers.child.handler import HandlerContext, ModelHandler, Response
 
 
 @pytest.fixture(autouse=True)
@@ -445,7 +445,7 @@ def test_imported_modules_records_the_handlers_imports(tmp_path: Path) -> None:
     )
     # Load in a fresh interpreter: in this one the module may have been imported already.
     script = (
-        "import sys; from pathlib import Path; from workers.handler import ModelHandler; "
+        "import sys; from pathlib import Path; from workers.child.handler import ModelHandler; "
         f"h = ModelHandler.load(Path({str(tmp_path)!r})); print(sorted(h.imported_modules))"
     )
     output = subprocess.run(
@@ -505,12 +505,12 @@ def test_default_output_encodes_numpy_values() -> None:
 
 
 def test_importing_handler_modules_does_not_import_numpy() -> None:
-    """workers.handler and workers.codecs leave numpy unimported, so workers start fast."""
+    """The handler and codecs modules leave numpy unimported, so workers start fast."""
     subprocess.run(
         [
             sys.executable,
             "-c",
-            "import sys, workers.handler, workers.codecs; "
+            "import sys, workers.child.handler, workers.child.codecs; "
             "assert 'numpy' not in sys.modules, 'numpy was imported'",
         ],
         check=True,
@@ -524,7 +524,7 @@ def test_defaults_without_numpy() -> None:
         """
         import sys
         sys.modules["numpy"] = None  # makes "import numpy" fail as if it were not installed
-        from workers.codecs import HandlerError, default_input_fn, default_output_fn
+        from workers.child.codecs import HandlerError, default_input_fn, default_output_fn
 
         assert default_input_fn(b'{"a": [1, 2]}', "application/json") == {"a": [1, 2]}
         assert default_output_fn([[1, 2]], "text/csv") == (b"1,2\\n", "text/csv")

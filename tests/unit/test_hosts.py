@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.hosts import split_host
+from gateway.telemetry.hosts import split_host
 
 
 @pytest.mark.parametrize(

@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from workers.cgroups import FallbackEnforcer, detect_enforcer
-from workers.limits import (
+from workers.child.limits import join_placement
+from workers.pool.cgroups import FallbackEnforcer, detect_enforcer
+from workers.pool.limits import (
     DISK_BYTES,
     THREAD_VARIABLES,
-    Placement,
     ResourcePlan,
     directory_bytes,
-    join_placement,
     plan_resources,
     rss_bytes,
 )
+from workers.wire.messages import Placement
 
 LOG = logging.getLogger("test.limits")
 
@@ -198,6 +198,6 @@ def test_directory_bytes_counts_regular_files_only(tmp_path: Path) -> None:
 def test_join_failure_names_the_cgroup(tmp_path: Path) -> None:
     """A cgroup that cannot be joined is an OSError naming it (nothing else is applied)."""
     missing = tmp_path / "gone" / "cgroup.procs"
-    placement = Placement(cgroup_procs=(str(missing),), cpu_affinity=None)
+    placement = Placement(cgroup_procs=(str(missing),), cpu_affinity=None, fsize_limit=DISK_BYTES)
     with pytest.raises(OSError, match=f"cannot join cgroup {missing}"):
         join_placement(placement)

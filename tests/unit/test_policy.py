@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.policy import ReapPlan, cold_start_phases, pick_most_recent, plan_reap
+from workers.pool.policy import ReapPlan, cold_start_phases, pick_most_recent, plan_reap
 
 TIMEOUT = 60.0
 

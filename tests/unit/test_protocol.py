@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from workers.protocol import (
+from workers.wire.framing import (
     MAX_HEADER_BYTES,
     PRELUDE,
     ProtocolError,
@@ -160,7 +160,7 @@ def test_decode_header_returns_the_object() -> None:
 def test_body_length_over_the_bound_is_refused() -> None:
     """A prelude announcing a body over MAX_BODY_BYTES is a protocol error, so a corrupt
     prelude cannot make the reader allocate gigabytes."""
-    from workers.protocol import MAX_BODY_BYTES, PRELUDE, ProtocolError, decode_prelude
+    from workers.wire.framing import MAX_BODY_BYTES, PRELUDE, ProtocolError, decode_prelude
 
     assert decode_prelude(PRELUDE.pack(1, MAX_BODY_BYTES)) == (1, MAX_BODY_BYTES)
     with pytest.raises(ProtocolError):

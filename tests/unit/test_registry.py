@@ -12,18 +12,16 @@ from typing import Any
 
 import pytest
 
-from gateway.registry import (
+from gateway.sagemaker.names import Kind, Scope, arn
+from gateway.store.registry import (
     SCHEMA_VERSION,
     AlreadyExists,
     EndpointConfigRecord,
     EndpointRecord,
-    Kind,
     ModelRecord,
     NotFound,
     Registry,
     RegistryError,
-    Scope,
-    arn,
 )
 
 A = Scope("111111111111", "us-east-1")
@@ -557,7 +555,7 @@ def test_in_memory_database_works() -> None:
 
 _WRITER = """
 import signal, sys
-from gateway.registry import Registry, Scope
+from gateway.store.registry import Registry, Scope
 registry = Registry(sys.argv[1])
 scope = Scope("111111111111", "us-east-1")
 registry.create_model(scope, "Iris", {"ModelName": "Iris"}, now=1.0)

@@ -1,4 +1,5 @@
-"""The one table from worker failures to SageMaker errors (gateway.router)."""
+"""The one table from worker failures to SageMaker errors (gateway.edge.errors), and the
+router's request ids and paths."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import uuid
 
 import pytest
 
-from gateway.errors import ServiceError
-from gateway.router import RUNTIME_PATH, _worker_error, random_request_id
-from gateway.runtime import InvocationContext
+from gateway.edge.errors import worker_error
+from gateway.edge.router import RUNTIME_PATH, random_request_id
+from gateway.runtime.invoke import InvocationContext
+from gateway.sagemaker.errors import ServiceError
 from workers import (
     PoolClosed,
     ResponseTooLarge,
@@ -38,7 +40,7 @@ def test_each_worker_failure_has_its_wire_error(
     error: WorkerError, status: int, code: str, original_status: int | None
 ) -> None:
     """Every kind of worker failure maps to the SageMaker status and code clients expect."""
-    mapped = _worker_error(error, CTX)
+    mapped = worker_error(error, CTX)
     assert isinstance(mapped, ServiceError)
     assert (mapped.status, mapped.code) == (status, code)
     assert mapped.members.get("OriginalStatusCode") == original_status
@@ -46,7 +48,7 @@ def test_each_worker_failure_has_its_wire_error(
 
 def test_timeout_uses_the_real_services_wording() -> None:
     """A timed-out invocation quotes the real service's container-timeout message."""
-    mapped = _worker_error(WorkerTimeout(60), CTX)
+    mapped = worker_error(WorkerTimeout(60), CTX)
     assert mapped.message is not None
     assert mapped.message.startswith('Received server error (0) from primary with message "')
     assert "timed out while waiting for a response from container primary" in mapped.message
@@ -57,7 +59,7 @@ def test_timeout_uses_the_real_services_wording() -> None:
 
 def test_setup_failure_quotes_the_models_error() -> None:
     """A model that failed to load is named with its own error text."""
-    mapped = _worker_error(SetupFailed("RuntimeError: bad weights"), CTX)
+    mapped = worker_error(SetupFailed("RuntimeError: bad weights"), CTX)
     assert "RuntimeError: bad weights" in mapped.members["OriginalMessage"]
 
 

@@ -20,7 +20,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.sigv4 import (
+from gateway.edge.sigv4 import (
     Credential,
     ParsedAuthorization,
     Principal,

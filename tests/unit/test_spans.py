@@ -15,7 +15,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from gateway.telemetry import spans as spans_module
 from gateway.telemetry.exporter import exporter_environment
 from gateway.telemetry.spans import SpanBatch, gateway_tracer
-from workers.spans import LightSpan, LightTracer
+from workers.wire.spans import LightSpan, LightTracer
 
 CALLER = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -147,7 +147,7 @@ def test_the_exporter_gets_otel_settings_but_no_secrets() -> None:
 
 
 def worker_tracer(finished: list[dict[str, Any]]) -> LightTracer:
-    from workers.tracing import RecordingTracerProvider
+    from workers.child.tracing import RecordingTracerProvider
 
     tracer = RecordingTracerProvider(finished.append).get_tracer("my-model")
     assert isinstance(tracer, LightTracer)
@@ -158,7 +158,7 @@ def worker_tracer(finished: list[dict[str, Any]]) -> LightTracer:
 def test_model_spans_follow_the_invocation_they_run_in(flags: str, recorded: bool) -> None:
     from opentelemetry import context
 
-    from workers.tracing import parse_traceparent
+    from workers.child.tracing import parse_traceparent
 
     finished: list[dict[str, Any]] = []
     tracer = worker_tracer(finished)
@@ -192,13 +192,13 @@ def test_model_spans_follow_the_invocation_they_run_in(flags: str, recorded: boo
     ],
 )
 def test_a_malformed_traceparent_names_no_parent(header: str) -> None:
-    from workers.tracing import parse_traceparent
+    from workers.child.tracing import parse_traceparent
 
     assert parse_traceparent(header) is None
 
 
 def test_model_span_attributes_json_cannot_carry_are_dropped() -> None:
-    from workers.tracing import _plain
+    from workers.child.tracing import _plain
 
     finished: list[dict[str, Any]] = []
     tracer = worker_tracer(finished)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.zygote import preload
+from workers.child.zygote import preload
 
 STARTS_A_THREAD = """\
 import threading

@@ -1,0 +1,369 @@
+"""Zygotes: processes that already hold what a worker needs, and fork workers on request.
+
+Two kinds run, both single-threaded:
+
+- the *runtime zygote* (``python -m workers.child.zygote --fd N --gateway PID``): one per
+  gateway, started fresh; it pre-imports the frameworks (the configured list, plus what
+  endpoints' handlers imported on their first load; sent as its first message, since
+  thousands of names would not fit a command-line argument) and forks workers that then
+  load their model, or forks model zygotes;
+- a *model zygote*: forked from the runtime zygote for one endpoint, it loads that
+  endpoint's model once, freezes the garbage collector, and forks workers that start
+  with the model already in memory.
+
+Every fork is a double fork: the intermediate process exits at once, so the new process
+is adopted by the gateway (a child subreaper) and outlives the zygote that made it. The
+new process then sets its parent-death signal against the gateway, so no worker or zygote
+outlives the gateway either.
+
+Control messages (framed, see workers.wire.framing); file descriptors ride with a ``fork``:
+
+- gateway -> runtime zygote, first: ``{"t": "start", "preload": [...]}``.
+- zygote -> gateway, first: ``{"t": "ready", "pid", "kind", "load_ms", "imports"}``, or
+  ``{"t": "failed", "message"}`` (model zygote: the model did not load), or
+  ``{"t": "unsuitable", "reason"}`` (model zygote: threads running after the load, or the
+  handler sets FORK_AFTER_LOAD = False), after which it exits.
+- gateway -> zygote: ``{"t": "fork", "role": "worker" | "model-zygote", "model_dir",
+  "env", "private_dir", "placement", "max_response_bytes"}`` with fds [channel, log];
+  answer ``{"t": "forked", "pid"}`` or ``{"t": "error", "message"}``.
+- gateway -> runtime zygote: ``{"t": "preload", "modules": [...]}``; answer
+  ``{"t": "preloaded", "imported": [...], "failed": [...], "threaded": [...]}``
+  (``threaded``: imports that started a thread; the runtime zygote's ``ready`` has it
+  too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workers.wire.framing import (
+    PRELUDE,
+    ProtocolError,
+    decode_header,
+    decode_prelude,
+    send_frame,
+)
+from workers.wire.kernel import (
+    MODEL_ZYGOTE_NAME,
+    RUNTIME_ZYGOTE_NAME,
+    WORKER_NAME,
+    die_with_parent,
+    set_process_name,
+    thread_count,
+)
+
+if TYPE_CHECKING:
+    from workers.child.handler import ModelHandler
+
+# How long a forked process waits to be adopted by the gateway before giving up.
+ADOPTION_DEADLINE_S = 2.0
+# Imported before anything else, so every worker starts with them already in memory.
+BASE_IMPORTS = (
+    "workers.child.handler",
+    "workers.child.codecs",
+    "workers.child.serve",
+    "workers.child.limits",
+    "json",
+)
+
+
+class ForkRefused(Exception):
+    """This zygote cannot fork safely now (a thread is running)."""
+
+
+def await_adoption(gateway_pid: int) -> None:
+    """In a double-forked process: wait until the gateway has adopted it, then die with
+    the gateway. Exits if the gateway is gone."""
+    deadline = time.monotonic() + ADOPTION_DEADLINE_S
+    # The intermediate process exits right after forking us; adoption follows at once.
+    while os.getppid() != gateway_pid:
+        if time.monotonic() > deadline:
+            os._exit(71)
+        time.sleep(0.0002)
+    die_with_parent(gateway_pid)
+
+
+def recv_frame_with_fds(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
+    """Read one frame and the file descriptors sent with it (SCM_RIGHTS ride with the
+    first byte of the frame). None on a clean EOF."""
+    prelude, fds, _flags, _addr = socket.recv_fds(sock, PRELUDE.size, 4)
+    if not prelude:
+        return None
+    while len(prelude) < PRELUDE.size:
+        more = sock.recv(PRELUDE.size - len(prelude))
+        if not more:
+            raise ProtocolError("connection closed inside a frame")
+        prelude += more
+    head_len, body_len = decode_prelude(prelude)
+    head = _recv_exactly(sock, head_len)
+    body = _recv_exactly(sock, body_len)
+    return decode_header(head), body, list(fds)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ProtocolError("connection closed inside a frame")
+        data += chunk
+    return data
+
+
+def scan_thread_pools() -> Any:
+    """A controller of the BLAS/OpenMP thread pools loaded here, scanned once in the
+    zygote so a forked worker resizes its pools in about a millisecond instead of paying
+    for the scan; None when no such library is loaded."""
+    if "numpy" not in sys.modules:
+        return None
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+class Zygote:
+    """The serve loop of a zygote. ``handler`` is set in a model zygote."""
+
+    def __init__(
+        self, control: socket.socket, gateway_pid: int, handler: ModelHandler | None = None
+    ) -> None:
+        self.control = control
+        self.gateway_pid = gateway_pid
+        self.handler = handler
+        self.thread_pools = scan_thread_pools()
+
+    def serve(self) -> int:
+        while True:
+            frame = recv_frame_with_fds(self.control)
+            if frame is None:
+                return 0
+            header, _body, fds = frame
+            try:
+                reply = self.handle(header, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            send_frame(self.control, reply)
+
+    def handle(self, header: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        kind = header["t"]
+        if kind == "preload":
+            outcome = preload(header.get("modules") or [])
+            self.thread_pools = scan_thread_pools()
+            return outcome
+        if kind != "fork":
+            raise ProtocolError(f"unexpected message {kind!r}")
+        if len(fds) != 2:
+            return {"t": "error", "message": f"fork needs 2 file descriptors, got {len(fds)}"}
+        try:
+            pid = self.fork(header, fds)
+        except (ForkRefused, OSError) as exc:
+            return {"t": "error", "message": str(exc)}
+        return {"t": "forked", "pid": pid}
+
+    def fork(self, request: dict[str, Any], fds: list[int]) -> int:
+        """Double-fork a worker or a model zygote; return its pid."""
+        if thread_count() != 1:
+            raise ForkRefused(f"zygote has {thread_count()} threads; forking is unsafe")
+        report_r, report_w = os.pipe()
+        intermediate = os.fork()
+        if intermediate == 0:
+            code = 1
+            try:
+                os.close(report_r)
+                grandchild = os.fork()
+                if grandchild == 0:
+                    os.close(report_w)
+                    self._become(request, fds)  # never returns
+                os.write(report_w, struct.pack(">i", grandchild))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(report_w)
+        try:
+            data = os.read(report_r, 4)
+        finally:
+            os.close(report_r)
+            os.waitpid(intermediate, 0)
+        if len(data) != 4:
+            raise OSError("the fork did not report a pid")
+        (pid,) = struct.unpack(">i", data)
+        return int(pid)
+
+    def _become(self, request: dict[str, Any], fds: list[int]) -> None:
+        """In the new process: set it up as a worker or a model zygote and run it."""
+        code = 1
+        try:
+            channel_fd, log_fd = fds
+            os.setsid()
+            await_adoption(self.gateway_pid)
+            redirect_output(log_fd)
+            self.control.close()
+            os.closerange(3, channel_fd)
+            os.closerange(channel_fd + 1, 1024)
+            channel = socket.socket(fileno=channel_fd)
+            prepare_process(request, self.thread_pools)
+            model_zygote = request["role"] == "model-zygote"
+            set_process_name(MODEL_ZYGOTE_NAME if model_zygote else WORKER_NAME)
+            if model_zygote:
+                code = run_model_zygote(channel, request, self.gateway_pid)
+            else:
+                code = run_worker(channel, request, self.handler)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def redirect_output(log_fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def prepare_process(request: dict[str, Any], thread_pools: Any = None) -> None:
+    """Environment, directory and resource placement of a freshly forked process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ.update(request.get("env") or {})
+    placement = request.get("placement")
+    if placement is not None:
+        from workers.child.limits import join_placement
+        from workers.wire.messages import Placement
+
+        join_placement(Placement.from_json(placement))
+    private_dir = request.get("private_dir")
+    if private_dir:
+        os.environ["HOME"] = os.environ["TMPDIR"] = private_dir
+        os.chdir(private_dir)
+    # Frameworks imported in the zygote were told to start no threads; a worker gets the
+    # threads its vCPUs allow (nothing to do when that is one).
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    if thread_pools is not None and threads.isdigit() and int(threads) > 1:
+        thread_pools.limit(limits=int(threads))
+
+
+def run_worker(
+    channel: socket.socket, request: dict[str, Any], handler: ModelHandler | None
+) -> int:
+    from workers.child.serve import run, serve
+
+    model_dir = Path(request["model_dir"])
+    limit = int(request["max_response_bytes"])
+    return run(channel, lambda: serve(channel, model_dir, limit, handler))
+
+
+def run_model_zygote(channel: socket.socket, request: dict[str, Any], gateway_pid: int) -> int:
+    """Load the endpoint's model once, then fork workers that share it."""
+    from workers.child.serve import load_model
+
+    started = time.perf_counter()
+    handler = load_model(channel, Path(request["model_dir"]))
+    if handler is None:
+        return 3
+    if not handler.fork_after_load:
+        reason = "the handler sets FORK_AFTER_LOAD = False"
+        send_frame(channel, {"t": "unsuitable", "reason": reason})
+        return 0
+    if thread_count() != 1:
+        reason = f"{thread_count()} threads run after the model loaded"
+        send_frame(channel, {"t": "unsuitable", "reason": reason})
+        return 0
+    gc.collect()
+    # Objects that exist now are never collected in forked workers, so their pages stay
+    # shared instead of being copied by the collector's writes.
+    gc.freeze()
+    load_ms = (time.perf_counter() - started) * 1000.0
+    ready = {
+        "t": "ready",
+        "pid": os.getpid(),
+        "kind": "model",
+        "load_ms": load_ms,
+        "imports": sorted(handler.imported_modules),
+    }
+    send_frame(channel, ready)
+    return Zygote(channel, gateway_pid, handler).serve()
+
+
+def preload(modules: list[str]) -> dict[str, Any]:
+    """Import ``modules`` here so forked workers start with them; report what failed,
+    and (``threaded``) the modules whose import started a thread: after that, forking
+    here is unsafe, and the gateway replaces this zygote with one that skips them."""
+    imported: list[str] = []
+    failed: list[str] = []
+    threaded: list[str] = []
+    threads = thread_count()
+    for name in modules:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except BaseException:  # a module that fails to import is skipped, never fatal
+            failed.append(name)
+        else:
+            imported.append(name)
+        now = thread_count()
+        if now != threads:
+            threaded.append(name)
+            threads = now
+    gc.collect()
+    gc.freeze()
+    return {"t": "preloaded", "imported": imported, "failed": failed, "threaded": threaded}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workers.child.zygote")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--gateway", type=int, required=True)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    die_with_parent(args.gateway)
+    set_process_name(RUNTIME_ZYGOTE_NAME)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = socket.socket(fileno=args.fd)
+    try:
+        start = recv_frame_with_fds(control)
+        if start is None:
+            return 0  # the gateway went away before it said what to pre-import
+        header, _body, fds = start
+        for fd in fds:
+            os.close(fd)
+        if header["t"] != "start":
+            raise ProtocolError(f"expected start, got {header['t']!r}")
+        started = time.perf_counter()
+        outcome = preload([*BASE_IMPORTS, *map(str, header.get("preload") or [])])
+        ready = {
+            "t": "ready",
+            "pid": os.getpid(),
+            "kind": "runtime",
+            "load_ms": (time.perf_counter() - started) * 1000.0,
+            "imports": outcome["imported"],
+            "failed": outcome["failed"],
+            "threaded": outcome["threaded"],
+        }
+        send_frame(control, ready)
+        return Zygote(control, args.gateway).serve()
+    except (OSError, ProtocolError) as exc:
+        sys.stderr.write(f"zygote: connection to gateway lost: {exc}\n")
+        return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Handles of the processes the pool runs, and how their exits read.
+
+Workers started fresh are ``asyncio`` subprocesses; workers and model zygotes forked by
+a zygote are adopted instead: re-parented to the gateway (a child subreaper), and waited
+for and reaped through a pidfd (``AdoptedProcess``), so no zombie is left and no pid is
+ever confused with a reused one. ``ProcessLike`` is what the pool needs of either."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from typing import Protocol
+
+
+class ProcessLike(Protocol):
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Human wording of an exit status, for error messages and logs."""
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with status {returncode}"
+
+
+class AdoptedProcess:
+    """A child process this gateway did not spawn itself but now parents.
+
+    Same surface as ``asyncio.subprocess.Process`` for what workers use: ``pid``,
+    ``returncode`` and ``wait()``. The pidfd is opened at construction (the process is
+    our child, or a zombie of ours, so its pid cannot have been reused) and closed once
+    the process is reaped.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._pidfd = os.pidfd_open(pid)
+        self._exited = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        try:
+            status = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
+        except ChildProcessError:
+            # Reaped elsewhere; the status is lost, so report a plain failure.
+            self.returncode = 255
+        else:
+            assert status is not None
+            code = status.si_status
+            self.returncode = -code if status.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else code
+        finally:
+            os.close(self._pidfd)
+        self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process (its process group is the caller's business)."""
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 9)
