@@ -11,10 +11,10 @@ then switches traffic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
-from types import TracebackType
-from typing import Any, Final, Self
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Final
 
 from gateway.clock import Clock
 from gateway.runtime.deployments import (
@@ -46,8 +46,8 @@ class DeploymentFailed(Exception):
 
 
 class Lifecycle:
-    """Runs endpoint transitions. ``async with`` is its lifetime: leaving it cancels
-    transitions still running (their endpoints resume after the next start)."""
+    """Runs endpoint transitions, each as a task of its own (``busy`` and
+    ``wait_settled`` look at it), while ``running()``."""
 
     def __init__(
         self,
@@ -70,21 +70,17 @@ class Lifecycle:
         self._running: dict[EndpointKey, asyncio.Task[None]] = {}
         self._tasks: asyncio.TaskGroup | None = None
 
-    async def __aenter__(self) -> Self:
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tasks is not None
-        for task in self._running.values():
-            task.cancel()
-        await self._tasks.__aexit__(exc_type, exc, tb)
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Lifecycle]:
+        """Run transitions until the block is left; leaving cancels those still running
+        (their endpoints resume after the next start) and waits for them to end."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            try:
+                yield self
+            finally:
+                for task in self._running.values():
+                    task.cancel()
 
     # ------------------------------------------------------------------ requests
 
@@ -135,7 +131,7 @@ class Lifecycle:
         transition: Callable[[Scope, str], Coroutine[Any, Any, None]],
     ) -> None:
         if self._tasks is None:
-            raise RuntimeError("Lifecycle used outside 'async with'")
+            raise RuntimeError("Lifecycle used outside 'async with lifecycle.running()'")
         key = endpoint_key(scope, name)
         previous = self._running.get(key)
         task = self._tasks.create_task(self._run(previous, transition, scope, name))

@@ -181,12 +181,12 @@ def build_app(
     app[GATEWAY] = Gateway(settings, clock, registry, deployments, admission, pools, lifecycle)
 
     async def run_pools(app: web.Application) -> AsyncIterator[None]:
-        async with pools:
+        async with pools.running():
             yield
 
     async def run_lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Entered after the pools and left before them: transitions use pools.
-        async with lifecycle:
+        async with lifecycle.running():
             await lifecycle.restore()
             yield
 

@@ -51,7 +51,7 @@ async def wait_for(condition: object, timeout: float = 10.0) -> None:
 
 async def test_burst_from_zero_starts_at_most_one_worker_per_request(tmp_path: Path) -> None:
     """N concurrent calls to an empty pool start at most N workers and answer all N."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         pool = manager.pool("ep", spec(), limits(max_workers=6))
         results = await asyncio.gather(*(pool.invoke(call(b"pid")) for _ in range(6)))
         assert all(r.status == 200 for r in results)
@@ -63,7 +63,7 @@ async def test_burst_from_zero_starts_at_most_one_worker_per_request(tmp_path: P
 async def test_pool_never_exceeds_max_workers(tmp_path: Path) -> None:
     """Without admission in front, callers beyond max_workers wait for a worker instead
     of starting more; every call is answered."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         pool = manager.pool("ep", spec(), limits(max_workers=2))
         peak = 0
 
@@ -85,7 +85,7 @@ async def test_pool_never_exceeds_max_workers(tmp_path: Path) -> None:
 
 async def test_most_recently_used_worker_is_reused(tmp_path: Path) -> None:
     """With two idle workers, the one released last serves the next call."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         pool = manager.pool("ep", spec(), limits())
         # Two workers busy at once; the second finishes (is released) last.
         early, late = await asyncio.gather(
@@ -100,7 +100,7 @@ async def test_most_recently_used_worker_is_reused(tmp_path: Path) -> None:
 
 async def test_idle_worker_is_reaped_and_its_directory_removed(tmp_path: Path) -> None:
     """A worker idle past idle_timeout_s exits and its private directory is removed."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         pool = manager.pool("ep", spec(), limits(idle_timeout_s=0.2))
         result = await pool.invoke(call(b"pid"))
         pid = int(result.body)
@@ -113,7 +113,7 @@ async def test_idle_worker_is_reaped_and_its_directory_removed(tmp_path: Path) -
 
 async def test_closed_pool_refuses_new_work_and_finishes_in_flight(tmp_path: Path) -> None:
     """After close_nowait, the in-flight call still completes; new calls get PoolClosed."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         pool = manager.pool("ep", spec(), limits())
         in_flight = asyncio.create_task(pool.invoke(call(b"sleep:0.5")))
         await wait_for(lambda: pool.statistics().busy == 1)
@@ -127,7 +127,7 @@ async def test_closed_pool_refuses_new_work_and_finishes_in_flight(tmp_path: Pat
 
 async def test_changed_spec_retires_the_old_pool(tmp_path: Path) -> None:
     """A new spec for the same key gets a new pool; the old pool's workers stop."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         old = manager.pool("ep", spec(VERSION="1"), limits())
         old_pid = int((await old.invoke(call(b"pid"))).body)
         new = manager.pool("ep", spec(VERSION="2"), limits())
@@ -139,7 +139,7 @@ async def test_changed_spec_retires_the_old_pool(tmp_path: Path) -> None:
 
 async def test_leaving_the_manager_stops_every_worker(tmp_path: Path) -> None:
     """Leaving `async with PoolManager` stops idle and busy workers and waits for them."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         pool = manager.pool("ep", spec(), limits())
         await asyncio.gather(*(pool.invoke(call(b"pid")) for _ in range(3)))
         pids = manager.worker_pids()
@@ -159,7 +159,7 @@ def voluntary_switches(pid: int) -> int:
 async def test_a_warm_worker_sleeps_once_per_request(tmp_path: Path) -> None:
     """A warm worker wakes only for its requests: reading its reply does not wake it too
     (a worker blocked in recv would be woken by the freed write space, twice per call)."""
-    async with PoolManager(private_root=tmp_path, log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
         pool = manager.pool("ep", spec(), limits())
         pid = int((await pool.invoke(call(b"pid"))).body)
         calls = 300
@@ -187,7 +187,46 @@ async def test_a_worker_that_breaks_the_protocol_while_loading_is_named_for_it(
         "    return None\n"
     )
     broken = WorkerSpec(label="broken", model_dir=tmp_path / "model", memory_mb=1024)
-    async with PoolManager(private_root=tmp_path / "private", log=LOG) as manager:
+    async with PoolManager(private_root=tmp_path / "private", log=LOG).running() as manager:
         pool = manager.pool("ep", broken, limits())
         with pytest.raises(SetupFailed, match=r"broke the protocol.*header length 0"):
             await pool.invoke(call(b"x"))
+
+
+async def test_a_bug_in_one_workers_supervision_is_contained_to_that_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A supervision task that raises (a bug, here planted in the log forwarding of the
+    first worker) puts that worker down and is logged with its traceback; the endpoint
+    serves on with a new worker, another endpoint is untouched, and the manager still
+    stops cleanly, with no worker left."""
+    from workers.pool import launch
+
+    forward = launch.forward_output
+    strike = asyncio.Event()
+    planted: list[bool] = []
+
+    async def forward_with_a_bug(*args: object, **kwargs: object) -> None:
+        if not planted:  # the first worker's supervision fails once the test says so
+            planted.append(True)
+            await strike.wait()
+            raise RuntimeError("planted supervision bug")
+        await forward(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(launch, "forward_output", forward_with_a_bug)
+    async with PoolManager(private_root=tmp_path, log=LOG).running() as manager:
+        doomed = manager.pool("doomed", spec(), limits())
+        other = manager.pool("other", spec(), limits())
+        first = int((await doomed.invoke(call(b"pid"))).body)
+        strike.set()
+        await wait_for(lambda: not is_running(first))
+        second = int((await doomed.invoke(call(b"pid"))).body)
+        assert second != first
+        assert (await other.invoke(call(b"echo"))).status == 200
+        assert doomed.worker_pids() == [second]
+        pids = manager.worker_pids()
+    assert not any(is_running(pid) for pid in [first, *pids])
+    bugs = [r for r in caplog.records if "bug in background task" in r.getMessage()]
+    assert len(bugs) == 1
+    assert bugs[0].exc_info is not None
+    assert "planted supervision bug" in str(bugs[0].exc_info[1])

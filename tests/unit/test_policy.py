@@ -1,8 +1,10 @@
-"""Pool policy: most-recent reuse, idle reaping and the next check, in simulated time."""
+"""Pool policy in simulated time: dispatch (reuse, start or wait), most-recent reuse, idle
+reaping and the next check, keeping workers warm, and the model zygote's start and expiry."""
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -10,7 +12,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.pool.policy import ReapPlan, cold_start_phases, pick_most_recent, plan_reap
+from workers.pool.policy import (
+    MODEL_ZYGOTE_AFTER_INVOCATIONS,
+    WARM_RETRY_FIRST_S,
+    WARM_RETRY_MAX_S,
+    Dispatch,
+    ReapPlan,
+    WarmPlan,
+    ZygotePlan,
+    choose_dispatch,
+    cold_start_phases,
+    idle_to_keep,
+    next_warm_retry_delay,
+    pick_most_recent,
+    plan_model_zygote,
+    plan_reap,
+    plan_warm,
+    wants_model_zygote,
+)
 
 TIMEOUT = 60.0
 
@@ -232,3 +251,151 @@ def test_cold_start_phases_overlapping_launch_is_clipped() -> None:
     )
     assert cold_start_phases("spawn", 20.0, 5.0, 2.0, 4.0)[0] == ("spawn", 5.0)
     assert cold_start_phases("spawn", 20.0, 5.0, 2.0, 4.0)[-1] == ("ready", 9.0)
+
+
+# ------------------------------------------------------------------------- dispatch
+
+
+@pytest.mark.parametrize(
+    ("idle", "total", "max_workers", "dispatch"),
+    [
+        (1, 1, 1, Dispatch.REUSE),  # an idle worker is reused even in a full pool
+        (2, 5, 3, Dispatch.REUSE),
+        (0, 0, 1, Dispatch.START),  # a cold start from zero
+        (0, 2, 3, Dispatch.START),
+        (0, 3, 3, Dispatch.WAIT),  # full: wait for a release, never start a fourth
+        (0, 4, 3, Dispatch.WAIT),
+    ],
+)
+def test_dispatch_reuses_then_starts_then_waits(
+    idle: int, total: int, max_workers: int, dispatch: Dispatch
+) -> None:
+    assert choose_dispatch(idle=idle, total=total, max_workers=max_workers) is dispatch
+
+
+@given(
+    st.integers(min_value=1, max_value=8),
+    st.lists(st.booleans(), min_size=1, max_size=200),
+)
+def test_dispatch_never_exceeds_max_workers_nor_waits_beside_an_idle_worker(
+    max_workers: int, arrivals: list[bool]
+) -> None:
+    """Requests arrive (True) and finish (False) in any order: applying the dispatch
+    decision never makes more than max_workers workers, and a request waits only when
+    every worker is busy."""
+    idle = busy = waiting = 0
+    for arrive in arrivals:
+        if arrive:
+            waiting += 1
+        elif busy:
+            busy -= 1
+            idle += 1
+        while waiting:
+            match choose_dispatch(idle=idle, total=idle + busy, max_workers=max_workers):
+                case Dispatch.REUSE:
+                    idle -= 1
+                case Dispatch.START:
+                    pass
+                case Dispatch.WAIT:
+                    assert idle == 0
+                    assert busy == max_workers
+                    break
+            waiting -= 1
+            busy += 1
+            assert idle + busy <= max_workers
+
+
+# ----------------------------------------------------------------------- warm workers
+
+
+@pytest.mark.parametrize(
+    ("min_workers", "busy", "starting", "keep"),
+    [(0, 0, 0, 0), (2, 0, 0, 2), (2, 1, 0, 1), (2, 1, 1, 0), (2, 3, 0, -1)],
+)
+def test_idle_workers_kept_count_busy_and_starting_ones_as_warm(
+    min_workers: int, busy: int, starting: int, keep: int
+) -> None:
+    assert idle_to_keep(min_workers=min_workers, busy=busy, starting=starting) == keep
+
+
+def test_plan_warm_starts_what_is_missing() -> None:
+    plan = plan_warm(min_workers=3, total=1, now=10.0, retry_at=0.0, closing=False)
+    assert plan == WarmPlan(start=2, next_check_at=None)
+
+
+def test_plan_warm_does_nothing_when_enough_or_closing() -> None:
+    assert plan_warm(min_workers=2, total=2, now=0.0, retry_at=0.0, closing=False) == WarmPlan(
+        0, None
+    )
+    assert plan_warm(min_workers=2, total=0, now=0.0, retry_at=0.0, closing=True) == WarmPlan(
+        0, None
+    )
+
+
+def test_plan_warm_waits_out_the_retry_delay() -> None:
+    """After a failed start nothing starts before retry_at, which is the next check."""
+    assert plan_warm(min_workers=1, total=0, now=9.9, retry_at=10.0, closing=False) == WarmPlan(
+        0, 10.0
+    )
+    assert plan_warm(min_workers=1, total=0, now=10.0, retry_at=10.0, closing=False) == WarmPlan(
+        1, None
+    )
+
+
+def test_a_model_that_never_loads_is_retried_with_backoff_not_in_a_loop() -> None:
+    """Keeping a worker warm for a model that always fails to load: over an hour of
+    simulated time the attempts back off (1, 2, 4 ... 60 s apart), about once a minute
+    at most once the delay is capped."""
+    now, retry_at, delay = 0.0, 0.0, WARM_RETRY_FIRST_S
+    attempts: list[float] = []
+    while now < 3600.0:
+        plan = plan_warm(min_workers=1, total=0, now=now, retry_at=retry_at, closing=False)
+        if plan.start:
+            attempts.append(now)  # the start fails at once
+            retry_at, delay = now + delay, next_warm_retry_delay(delay)
+            continue
+        assert plan.next_check_at == retry_at
+        now = retry_at  # the reaper sleeps until the plan's next check
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert gaps[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    assert set(gaps[6:]) == {WARM_RETRY_MAX_S}
+    assert len(attempts) <= 6 + 3600 / WARM_RETRY_MAX_S + 1
+
+
+# ----------------------------------------------------------------------- model zygote
+
+ZYGOTE_WANTED = {
+    "invocations": MODEL_ZYGOTE_AFTER_INVOCATIONS,
+    "has_one": False,
+    "runtime_zygote": True,
+    "closing": False,
+    "now": 100.0,
+    "retry_at": 100.0,
+}
+
+
+def test_an_endpoint_with_traffic_wants_a_model_zygote() -> None:
+    assert wants_model_zygote(**ZYGOTE_WANTED) is True
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"invocations": MODEL_ZYGOTE_AFTER_INVOCATIONS - 1},  # a one-off invocation
+        {"has_one": True},  # one runs, starts, or was found unsuitable
+        {"runtime_zygote": False},  # nothing to fork it from
+        {"closing": True},
+        {"now": 99.9},  # a failed start waits out its retry delay
+    ],
+)
+def test_a_model_zygote_is_not_started_when(change: dict[str, object]) -> None:
+    assert wants_model_zygote(**{**ZYGOTE_WANTED, **change}) is False
+
+
+def test_a_model_zygote_expires_its_keep_alive_after_the_last_invocation() -> None:
+    assert plan_model_zygote(
+        last_activity=50.0, zygote_idle_timeout_s=600.0, now=649.0
+    ) == ZygotePlan(expire=False, next_check_at=650.0)
+    assert plan_model_zygote(
+        last_activity=50.0, zygote_idle_timeout_s=600.0, now=650.0
+    ) == ZygotePlan(expire=True, next_check_at=None)

@@ -1,47 +1,39 @@
-"""The owner of every endpoint pool, of the runtime zygote, and of the one reaper loop
-that applies the pools' keep-alive decisions.
+"""The owner of every endpoint pool, of their background tasks, of the runtime zygote, and
+of the one reaper loop that applies the pools' keep-alive decisions.
 
-``async with PoolManager(...) as manager`` is the whole lifetime: every background task
-(worker supervision, stopping, reaping, the runtime zygote) runs in the manager's task
-group, and leaving the block stops every worker and zygote and waits until each has
-exited.
+``async with manager.running()`` is the whole lifetime: every background task (worker
+supervision, stopping, keeping warm, model zygotes, the runtime zygote, the reaper) runs
+in the manager's task groups, and leaving the block stops every worker and zygote and
+waits until each has exited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Final
+
+import anyio
 
 from workers.pool.endpoint import EndpointPool, PoolStatistics
-from workers.pool.output import forward_output
 from workers.pool.placement import Placer
-from workers.pool.processes import describe_exit
+from workers.pool.runtime_zygote import RuntimeZygote
 from workers.pool.spec import PoolLimits, WorkerSpec
-from workers.pool.zygote_link import ZygoteBroken, ZygoteLink, start_runtime_zygote
+from workers.pool.tasks import BackgroundTasks
 from workers.wire.kernel import become_subreaper
 
 # Shutdown waits this long for workers to exit after being told to, beyond their own
 # stop grace, before giving up on a task that will not end.
-SHUTDOWN_WAIT_S = 15.0
-# The runtime zygote imports the frameworks at start; a restart after its death waits,
-# doubling from the first delay up to the last, so a crashing import cannot spin.
-ZYGOTE_START_DEADLINE_S = 120.0
-ZYGOTE_RETRY_FIRST_S = 1.0
-ZYGOTE_RETRY_MAX_S = 60.0
-# Modules named in the log line of a pre-import that failed; the rest are counted.
-FAILED_NAMES_SHOWN = 10
+SHUTDOWN_WAIT_S: Final = 15.0
 
 
 class PoolManager:
-    """Creates pools on demand, keyed by the caller's endpoint key.
+    """Creates pools on demand, keyed by the caller's endpoint key, and reaps them.
 
     ``private_root`` is where workers get their private directories. ``now`` is a
     monotonic clock in seconds. ``inherited_env`` is the environment the clean worker
@@ -68,89 +60,64 @@ class PoolManager:
         self._now = now
         self._inherited_env = dict(os.environ if inherited_env is None else inherited_env)
         self._zygotes_on = zygotes
+        self._preload = tuple(preload)
         self._learned_path = learned_path
-        # In the order learned (a module's dependencies before it); the set answers
-        # "known?" for the thousands of names a deep-learning stack imports.
-        self._preload = list(dict.fromkeys([*preload, *self._read_learned()]))
-        self._preload_set = set(self._preload)
-        # Modules whose import started a thread in the runtime zygote: never pre-imported
-        # again (for this gateway's life; the learned file drops them).
-        self._start_threads: set[str] = set()
         self._placer = placer
         self._pools: dict[Hashable, EndpointPool] = {}
         self._retired: set[EndpointPool] = set()
         self._wake = asyncio.Event()
         # When the reaper looks next by itself (None: only when woken).
         self._reaper_due: float | None = None
-        self._tasks: asyncio.TaskGroup | None = None
-        self._reaper: asyncio.Task[None] | None = None
-        self._runtime: ZygoteLink | None = None
-        self._keeper: asyncio.Task[None] | None = None
-        self._first_zygote_attempt = asyncio.Event()
-        self._closing = False
+        self._background: BackgroundTasks | None = None
+        self._runtime: RuntimeZygote | None = None
 
-    async def __aenter__(self) -> Self:
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[PoolManager]:
+        """Run the manager: on leaving, stop every worker and zygote and wait for each
+        (up to ``SHUTDOWN_WAIT_S`` beyond their own grace), then release the placer."""
         self._private_root.mkdir(parents=True, exist_ok=True)
         if self._zygotes_on:
             # Workers forked by zygotes are adopted by this process, so it can reap
             # them and they die with it.
             become_subreaper()
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
-        self._reaper = self._tasks.create_task(self._run_reaper(), name="coldbrew-reaper")
-        if self._zygotes_on:
-            self._keeper = self._tasks.create_task(
-                self._keep_runtime_zygote(), name="coldbrew-zygote"
-            )
-            # Serve only once the first attempt to start the runtime zygote has ended, so
-            # cold starts right after start are as cheap as later ones (a failed attempt
-            # is not waited for again: cold starts then spawn until a restart succeeds).
-            await self._first_zygote_attempt.wait()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tasks is not None
-        assert self._reaper is not None
-        self._closing = True
-        pools = [*self._pools.values(), *self._retired]
         try:
-            for pool in pools:
-                pool.close_nowait()
-            self._reaper.cancel()
-            if self._keeper is not None:
-                self._keeper.cancel()
-            if self._runtime is not None:
-                self._runtime.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SHUTDOWN_WAIT_S):
+            async with anyio.create_task_group() as tasks:
+                self._background = BackgroundTasks(tasks, self._log)
+                async with anyio.create_task_group() as services:
+                    services.start_soon(self._run_reaper, name="coldbrew-reaper")
+                    if self._zygotes_on:
+                        self._runtime = RuntimeZygote(
+                            preload=self._preload,
+                            learned_path=self._learned_path,
+                            inherited_env=self._inherited_env,
+                            cwd=self._private_root,
+                            run_background=self._background,
+                            log=self._log,
+                        )
+                        # Serve once its first attempt to start has ended.
+                        await services.start(self._runtime.keep, name="coldbrew-zygote")
+                    try:
+                        yield self
+                    finally:
+                        # The reaper and the keeper end first, so no pool is reaped and
+                        # no zygote restarted while everything stops.
+                        services.cancel_scope.cancel()
+                pools = [*self._pools.values(), *self._retired]
+                for pool in pools:
+                    pool.close_nowait()
+                if self._runtime is not None:
+                    self._runtime.close()
+                with anyio.move_on_after(SHUTDOWN_WAIT_S, shield=True):
                     for pool in pools:
                         await pool.wait_closed()
         finally:
-            # Always leave the task group: it reports what a background task raised
-            # (which may be why this wait was cancelled).
-            try:
-                await self._tasks.__aexit__(exc_type, exc, tb)
-            finally:
-                if self._placer is not None:
-                    self._placer.close()
+            if self._placer is not None:
+                self._placer.close()
 
-    def _run_background(self, coro: Coroutine[Any, Any, None]) -> bool:
-        """Run ``coro`` in the task group; False when the group is shutting down after a
-        failure (it reports that failure itself), and the caller must do without."""
-        if self._tasks is None:
-            coro.close()
-            raise RuntimeError("PoolManager used outside 'async with'")
-        try:
-            self._tasks.create_task(coro)
-        except RuntimeError:
-            coro.close()
-            return False
-        return True
+    def _tasks(self) -> BackgroundTasks:
+        if self._background is None:
+            raise RuntimeError("PoolManager used outside 'async with manager.running()'")
+        return self._background
 
     # ------------------------------------------------------------------- pools
 
@@ -172,10 +139,10 @@ class PoolManager:
             now=self._now,
             private_root=self._private_root,
             inherited_env=self._inherited_env,
-            run_background=self._run_background,
+            run_background=self._tasks(),
             wake_reaper=self._wake_reaper,
             log=self._log,
-            zygotes=self if self._zygotes_on else None,
+            zygotes=self._runtime,
             placer=self._placer,
         )
         self._pools[key] = pool
@@ -190,7 +157,7 @@ class PoolManager:
     def _retire(self, pool: EndpointPool) -> None:
         pool.close_nowait()
         self._retired.add(pool)
-        self._run_background(self._forget_when_closed(pool))
+        self._tasks()(self._forget_when_closed(pool))
 
     async def _forget_when_closed(self, pool: EndpointPool) -> None:
         await pool.wait_closed()
@@ -206,126 +173,13 @@ class PoolManager:
         pools = [*self._pools.values(), *self._retired]
         return sorted(pid for pool in pools for pid in pool.worker_pids())
 
+    def runtime_zygote_pid(self) -> int | None:
+        return self._runtime.pid() if self._runtime is not None else None
+
     @property
     def placement_mode(self) -> str:
         """How worker resources are limited: cgroup2, cgroup1, fallback, or none."""
         return self._placer.mode if self._placer is not None else "none"
-
-    # ---------------------------------------------------------- runtime zygote
-
-    def runtime(self) -> ZygoteLink | None:
-        """The runtime zygote when it is up; None while it (re)starts or when off."""
-        runtime = self._runtime
-        return runtime if runtime is not None and runtime.alive else None
-
-    def runtime_zygote_pid(self) -> int | None:
-        runtime = self.runtime()
-        return runtime.process.pid if runtime is not None else None
-
-    def learn(self, modules: Iterable[str]) -> None:
-        """Pre-import ``modules`` in the runtime zygote from now on (and after restarts)."""
-        new = [
-            name
-            for name in dict.fromkeys(modules)
-            if name not in self._preload_set and name not in self._start_threads
-        ]
-        if not new:
-            return
-        self._preload.extend(new)
-        self._preload_set.update(new)
-        self._write_learned()
-        runtime = self.runtime()
-        if runtime is not None:
-            self._run_background(self._preload_into(runtime, new))
-
-    async def _preload_into(self, runtime: ZygoteLink, modules: list[str]) -> None:
-        try:
-            answer = await runtime.request({"t": "preload", "modules": modules})
-        except ZygoteBroken as error:
-            if not self._closing:  # closing the zygote cuts its requests short
-                self._log.warning("runtime zygote: %s", error)
-            return
-        self._drop_threaded(runtime, answer)
-        failed = [str(name) for name in answer.get("failed") or []]
-        if failed:
-            # Named up to a few: a model may import thousands of modules.
-            shown = ", ".join(failed[:FAILED_NAMES_SHOWN])
-            if len(failed) > FAILED_NAMES_SHOWN:
-                shown += f" and {len(failed) - FAILED_NAMES_SHOWN} more"
-            self._log.info("runtime zygote could not pre-import %d modules: %s", len(failed), shown)
-
-    def _drop_threaded(self, runtime: ZygoteLink, answer: dict[str, Any]) -> None:
-        """When importing some modules started a thread in the runtime zygote (its
-        ``answer`` names them), it can no longer fork safely: never pre-import them again
-        and have it replaced (closed, the keeper starts a new one without them)."""
-        threaded = [str(name) for name in answer.get("threaded") or []]
-        if not threaded:
-            return
-        self._start_threads.update(threaded)
-        self._preload = [name for name in self._preload if name not in self._start_threads]
-        self._preload_set = set(self._preload)
-        self._write_learned()
-        self._log.warning(
-            "runtime zygote: importing %s started a thread, so it cannot fork safely; "
-            "replacing it with one that does not pre-import %s",
-            ", ".join(threaded),
-            "it" if len(threaded) == 1 else "them",
-        )
-        runtime.close()
-
-    def _read_learned(self) -> list[str]:
-        if self._learned_path is None:
-            return []
-        try:
-            names = json.loads(self._learned_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return []
-        return [str(name) for name in names] if isinstance(names, list) else []
-
-    def _write_learned(self) -> None:
-        if self._learned_path is None:
-            return
-        temporary = self._learned_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self._preload))
-        temporary.replace(self._learned_path)
-
-    async def _keep_runtime_zygote(self) -> None:
-        """Start the runtime zygote and restart it whenever it dies; cold starts fall
-        back to fresh interpreters meanwhile."""
-        delay = ZYGOTE_RETRY_FIRST_S
-        while not self._closing:
-            try:
-                runtime = await start_runtime_zygote(
-                    preload=self._preload,
-                    inherited_env=self._inherited_env,
-                    cwd=str(self._private_root),
-                    deadline_s=ZYGOTE_START_DEADLINE_S,
-                )
-            except (ZygoteBroken, OSError) as error:
-                self._log.error("runtime zygote failed to start: %s", error)
-                self._first_zygote_attempt.set()
-            else:
-                delay = ZYGOTE_RETRY_FIRST_S
-                self._runtime = runtime
-                self._first_zygote_attempt.set()
-                self._log.info(
-                    "runtime zygote %d ready in %.0f ms, pre-imported %d modules",
-                    runtime.process.pid,
-                    float(runtime.ready.get("load_ms", 0.0)),
-                    len(runtime.ready.get("imports") or []),
-                )
-                # Closed at once if what it pre-imported started a thread.
-                self._drop_threaded(runtime, runtime.ready)
-                prefix = f"runtime zygote {runtime.process.pid}"
-                await forward_output(runtime.output, self._log, prefix)
-                returncode = await runtime.process.wait()
-                runtime.kill()
-                self._runtime = None
-                # At shutdown this task is cancelled before the zygote is closed, so an
-                # exit seen here is a death: the loop starts a new one.
-                self._log.warning("%s %s; restarting it", prefix, describe_exit(returncode))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, ZYGOTE_RETRY_MAX_S)
 
     # ------------------------------------------------------------------ reaper
 
@@ -350,6 +204,5 @@ class PoolManager:
                         next_at = at
             self._reaper_due = next_at
             delay = None if next_at is None else max(0.0, next_at - self._now())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
