@@ -1,6 +1,6 @@
 """The ``coldbrew`` command: ``serve`` runs the gateway; ``invoke`` calls an endpoint;
 ``deploy``, ``endpoints``, ``describe`` and ``delete`` drive the control plane (the
-commands themselves live in ``gateway.cli.commands``)."""
+commands themselves live in ``gateway.cli.deploy`` and ``gateway.cli.commands``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pathlib import Path
 import orjson
 
 from gateway.cli import commands as cli_commands
-from gateway.cli.commands import DEFAULT_WAIT_S, Session
+from gateway.cli import deploy as cli_deploy
+from gateway.cli.resources import DEFAULT_WAIT_S
+from gateway.cli.session import Session
 from gateway.settings import Settings, SettingsError, load_settings, override
 
 
@@ -165,7 +167,7 @@ def control_session(args: argparse.Namespace) -> Session:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    return cli_commands.deploy(
+    return cli_deploy.deploy(
         control_session(args),
         args.source,
         args.name,

@@ -11,18 +11,10 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.client import control_config
-from gateway.cli.commands import (
-    MAX_DEPLOY_NAME,
-    CommandFailed,
-    Session,
-    deploy,
-    format_table,
-    generated_name,
-    is_generated,
-    model_data_url,
-    readable,
-    url_problem,
-)
+from gateway.cli.commands import format_table, readable
+from gateway.cli.deploy import MAX_DEPLOY_NAME, deploy, model_data_url
+from gateway.cli.resources import generated_name, is_generated
+from gateway.cli.session import CommandFailed, Session, url_problem
 
 NOON = datetime(2026, 1, 2, 12, 30, 45, tzinfo=UTC).timestamp()
 

@@ -555,7 +555,8 @@ def test_in_memory_database_works() -> None:
 
 _WRITER = """
 import signal, sys
-from gateway.store.registry import Registry, Scope
+from gateway.sagemaker.names import Scope
+from gateway.store.registry import Registry
 registry = Registry(sys.argv[1])
 scope = Scope("111111111111", "us-east-1")
 registry.create_model(scope, "Iris", {"ModelName": "Iris"}, now=1.0)
