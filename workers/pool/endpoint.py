@@ -36,6 +36,7 @@ from workers.pool.processes import describe_exit
 from workers.pool.spec import Invocation, InvocationResult, PoolLimits, WorkerSpec
 from workers.pool.zygote_link import ZygoteBroken, ZygoteLink, ZygoteUnsuitable, start_model_zygote
 from workers.wire.errors import WorkerBroken, WorkerError, WorkerOutOfDisk, WorkerOutOfMemory
+from workers.wire.messages import ForkRequest
 
 # Keeping min_workers warm never turns into a crash loop: after a failed start the next
 # attempt waits, doubling from the first delay up to the last.
@@ -333,7 +334,7 @@ class EndpointPool:
         self._maybe_start_model_zygote()
         return worker
 
-    def _fork_request(self, private_dir: Path) -> dict[str, Any]:
+    def _fork_request(self, private_dir: Path) -> ForkRequest:
         placement = None
         if self._placer is not None:
             placement = self._placer.prepare(private_dir.name, self.spec.memory_mb)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from workers.pool.endpoint import EndpointPool, PoolStatistics
 from workers.pool.output import forward_output
@@ -27,6 +27,7 @@ from workers.pool.processes import describe_exit
 from workers.pool.spec import PoolLimits, WorkerSpec
 from workers.pool.zygote_link import ZygoteBroken, ZygoteLink, start_runtime_zygote
 from workers.wire.kernel import become_subreaper
+from workers.wire.messages import Preload, Preloaded, ZygoteReady
 
 # Shutdown waits this long for workers to exit after being told to, beyond their own
 # stop grace, before giving up on a task that will not end.
@@ -239,8 +240,10 @@ class PoolManager:
             self._run_background(self._preload_into(runtime, new))
 
     async def _preload_into(self, runtime: ZygoteLink, modules: list[str]) -> None:
+        request: Preload = {"t": "preload", "modules": modules}
         try:
-            answer = await runtime.request({"t": "preload", "modules": modules})
+            # A runtime zygote answers a preload only with preloaded (it exits on failure).
+            answer = cast(Preloaded, await runtime.request(request))
         except ZygoteBroken as error:
             if not self._closing:  # closing the zygote cuts its requests short
                 self._log.warning("runtime zygote: %s", error)
@@ -254,7 +257,7 @@ class PoolManager:
                 shown += f" and {len(failed) - FAILED_NAMES_SHOWN} more"
             self._log.info("runtime zygote could not pre-import %d modules: %s", len(failed), shown)
 
-    def _drop_threaded(self, runtime: ZygoteLink, answer: dict[str, Any]) -> None:
+    def _drop_threaded(self, runtime: ZygoteLink, answer: Preloaded | ZygoteReady) -> None:
         """When importing some modules started a thread in the runtime zygote (its
         ``answer`` names them), it can no longer fork safely: never pre-import them again
         and have it replaced (closed, the keeper starts a new one without them)."""
