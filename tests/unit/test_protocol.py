@@ -1,7 +1,9 @@
-"""The gateway-worker frame protocol over real connected sockets."""
+"""The frame protocol between the gateway and its workers and zygotes, over real
+connected sockets."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -11,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from workers.child.zygote import recv_frame_with_fds
 from workers.wire.framing import (
     MAX_HEADER_BYTES,
     PRELUDE,
@@ -23,6 +26,14 @@ from workers.wire.framing import (
 )
 
 FOUR_MIB = random.Random(7).randbytes(4 * 1024 * 1024)
+# Where a torn frame ends: a frame of 99 body bytes cut at these offsets.
+CUTS = [
+    pytest.param(3, id="mid-prelude"),
+    pytest.param(PRELUDE.size, id="after-prelude"),
+    pytest.param(PRELUDE.size + 4, id="mid-header"),
+    pytest.param(-1, id="mid-body"),
+    pytest.param(-99, id="body-missing"),
+]
 
 
 @pytest.fixture
@@ -94,16 +105,7 @@ def test_clean_eof_between_frames_is_none(pair: tuple[socket.socket, socket.sock
     assert recv_frame(reader) is None
 
 
-@pytest.mark.parametrize(
-    "cut",
-    [
-        pytest.param(3, id="mid-prelude"),
-        pytest.param(PRELUDE.size, id="after-prelude"),
-        pytest.param(PRELUDE.size + 4, id="mid-header"),
-        pytest.param(-1, id="mid-body"),
-        pytest.param(-99, id="body-missing"),
-    ],
-)
+@pytest.mark.parametrize("cut", CUTS)
 def test_torn_frame_raises(pair: tuple[socket.socket, socket.socket], cut: int) -> None:
     """EOF inside a frame (prelude, header or body) is a ProtocolError, not a clean end."""
     writer, reader = pair
@@ -165,3 +167,43 @@ def test_body_length_over_the_bound_is_refused() -> None:
     assert decode_prelude(PRELUDE.pack(1, MAX_BODY_BYTES)) == (1, MAX_BODY_BYTES)
     with pytest.raises(ProtocolError):
         decode_prelude(PRELUDE.pack(1, MAX_BODY_BYTES + 1))
+
+
+def test_zygote_reader_takes_the_descriptors_that_ride_with_a_frame(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A fork request arrives with its header, body and both descriptors, which still
+    work; the next frame comes without any; EOF between frames is a clean end."""
+    writer, reader = pair
+    fork = {"role": "worker", "model_dir": "/m", "placement": None, "t": "fork"}
+    pipe_r, pipe_w = os.pipe()
+    try:
+        socket.send_fds(writer, [encode_frame(fork, b"body")], [pipe_r, pipe_w])
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
+    writer.sendall(encode_frame({"t": "preload", "modules": ["json"]}))
+    writer.shutdown(socket.SHUT_WR)
+    received = recv_frame_with_fds(reader)
+    assert received is not None
+    header, body, fds = received
+    try:
+        assert (header, body, len(fds)) == (fork, b"body", 2)
+        os.write(fds[1], b"through")
+        assert os.read(fds[0], 16) == b"through"
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert recv_frame_with_fds(reader) == ({"t": "preload", "modules": ["json"]}, b"", [])
+    assert recv_frame_with_fds(reader) is None
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_zygote_reader_refuses_a_torn_frame(
+    pair: tuple[socket.socket, socket.socket], cut: int
+) -> None:
+    """EOF anywhere inside a frame is the same ProtocolError for the zygote's reader."""
+    writer, reader = pair
+    torn(encode_frame({"t": "preload", "modules": []}, b"x" * 99)[:cut], writer)
+    with pytest.raises(ProtocolError, match=r"^connection closed inside a frame$"):
+        recv_frame_with_fds(reader)

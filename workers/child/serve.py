@@ -1,6 +1,6 @@
 """The code a worker process runs: load the model (unless it was forked with the model
 already loaded), send READY (or ``failed``), then answer ``invoke`` frames one at a time
-until the gateway closes the socket.
+until the gateway closes the socket (the messages: ``workers.wire.messages``).
 
 A fresh worker starts as ``python -u -m workers.child.serve --fd N --parent PID ...``; a worker
 forked from a zygote enters ``serve`` directly. Model output on stdout/stderr goes to a
@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from workers.wire.framing import ProtocolError, recv_frame, send_frame
 from workers.wire.kernel import WORKER_NAME, die_with_parent, set_process_name
@@ -28,6 +28,7 @@ from workers.wire.kernel import WORKER_NAME, die_with_parent, set_process_name
 if TYPE_CHECKING:
     from workers.child.handler import ModelHandler, Response
     from workers.child.tracing import WorkerTracing
+    from workers.wire.messages import Failed, Invoke, Result, WorkerReady
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -40,8 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def error_result(status: int, message: str) -> tuple[dict[str, Any], bytes]:
-    header = {"t": "result", "status": status, "content_type": "text/plain"}
+def error_result(status: int, message: str) -> tuple[Result, bytes]:
+    header: Result = {"t": "result", "status": status, "content_type": "text/plain"}
     return header, message.encode("utf-8", "replace")
 
 
@@ -54,8 +55,8 @@ def load_model(sock: socket.socket, model_dir: Path) -> ModelHandler | None:
     except BaseException as exc:  # any failure to load, SystemExit included, is reported
         detail = traceback.format_exc()
         sys.stderr.write(detail)
-        message = f"{type(exc).__name__}: {exc}"
-        send_frame(sock, {"t": "failed", "message": message}, detail.encode())
+        failed: Failed = {"t": "failed", "message": f"{type(exc).__name__}: {exc}"}
+        send_frame(sock, failed, detail.encode())
         return None
 
 
@@ -74,7 +75,7 @@ def serve(
         if handler is None:
             return 3
     load_ms = (time.perf_counter() - started) * 1000.0
-    ready = {
+    ready: WorkerReady = {
         "t": "ready",
         "pid": os.getpid(),
         "load_ms": load_ms,
@@ -105,14 +106,15 @@ def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_byte
         header, body = frame
         if header["t"] != "invoke":
             raise ProtocolError(f"unexpected message {header['t']!r}")
-        traceparent = header.get("traceparent")
+        request = cast("Invoke", header)
+        traceparent = request.get("traceparent")
         # Nothing to do for tracing until model code has imported the tracing API.
         if traceparent and tracing is None and "opentelemetry.trace" in sys.modules:
             from workers.child.tracing import WorkerTracing
 
             tracing = WorkerTracing()
         before = resource.getrusage(resource.RUSAGE_SELF)
-        reply, payload = answer(handler, header, body, max_response_bytes, tracing)
+        reply, payload = answer(handler, request, body, max_response_bytes, tracing)
         after = resource.getrusage(resource.RUSAGE_SELF)
         reply["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         # ru_maxrss is in KiB on Linux: the worker's peak resident memory so far.
@@ -127,11 +129,11 @@ def serve_requests(sock: socket.socket, handler: ModelHandler, max_response_byte
 
 def answer(
     handler: ModelHandler,
-    header: dict[str, Any],
+    header: Invoke,
     body: bytes,
     max_response_bytes: int,
     tracing: WorkerTracing | None,
-) -> tuple[dict[str, Any], bytes]:
+) -> tuple[Result, bytes]:
     """The result frame for one invocation: the model's answer, or its error."""
     from workers.child.handler import HandlerError
 
@@ -160,7 +162,7 @@ def answer(
             f"response of {len(response.body)} bytes is over the "
             f"{max_response_bytes} byte payload limit",
         )
-    result = {
+    result: Result = {
         "t": "result",
         "status": 200,
         "content_type": response.content_type,

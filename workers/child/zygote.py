@@ -16,20 +16,8 @@ is adopted by the gateway (a child subreaper) and outlives the zygote that made 
 new process then sets its parent-death signal against the gateway, so no worker or zygote
 outlives the gateway either.
 
-Control messages (framed, see workers.wire.framing); file descriptors ride with a ``fork``:
-
-- gateway -> runtime zygote, first: ``{"t": "start", "preload": [...]}``.
-- zygote -> gateway, first: ``{"t": "ready", "pid", "kind", "load_ms", "imports"}``, or
-  ``{"t": "failed", "message"}`` (model zygote: the model did not load), or
-  ``{"t": "unsuitable", "reason"}`` (model zygote: threads running after the load, or the
-  handler sets FORK_AFTER_LOAD = False), after which it exits.
-- gateway -> zygote: ``{"t": "fork", "role": "worker" | "model-zygote", "model_dir",
-  "env", "private_dir", "placement", "max_response_bytes"}`` with fds [channel, log];
-  answer ``{"t": "forked", "pid"}`` or ``{"t": "error", "message"}``.
-- gateway -> runtime zygote: ``{"t": "preload", "modules": [...]}``; answer
-  ``{"t": "preloaded", "imported": [...], "failed": [...], "threaded": [...]}``
-  (``threaded``: imports that started a thread; the runtime zygote's ``ready`` has it
-  too).
+The control messages (``Start``, ``ZygoteReady``, ``Fork`` and the rest) are declared, in
+the order a zygote's life uses them, in ``workers.wire.messages``.
 """
 
 from __future__ import annotations
@@ -45,13 +33,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from workers.wire.framing import (
+    CLOSED_INSIDE_A_FRAME,
     PRELUDE,
     ProtocolError,
     decode_header,
     decode_prelude,
+    recv_exactly,
     send_frame,
 )
 from workers.wire.kernel import (
@@ -65,6 +55,16 @@ from workers.wire.kernel import (
 
 if TYPE_CHECKING:
     from workers.child.handler import ModelHandler
+    from workers.wire.messages import (
+        Fork,
+        Forked,
+        ForkError,
+        Preload,
+        Preloaded,
+        Start,
+        Unsuitable,
+        ZygoteReady,
+    )
 
 # How long a forked process waits to be adopted by the gateway before giving up.
 ADOPTION_DEADLINE_S = 2.0
@@ -96,28 +96,25 @@ def await_adoption(gateway_pid: int) -> None:
 
 def recv_frame_with_fds(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
     """Read one frame and the file descriptors sent with it (SCM_RIGHTS ride with the
-    first byte of the frame). None on a clean EOF."""
-    prelude, fds, _flags, _addr = socket.recv_fds(sock, PRELUDE.size, 4)
-    if not prelude:
+    first byte of the frame). None on a clean EOF.
+
+    Raises ProtocolError on a torn or invalid frame and OSError on socket errors.
+    """
+    start, fds, _flags, _addr = socket.recv_fds(sock, PRELUDE.size, 4)
+    if not start:
         return None
-    while len(prelude) < PRELUDE.size:
-        more = sock.recv(PRELUDE.size - len(prelude))
-        if not more:
-            raise ProtocolError("connection closed inside a frame")
-        prelude += more
+    prelude = start + _recv_rest(sock, PRELUDE.size - len(start))
     head_len, body_len = decode_prelude(prelude)
-    head = _recv_exactly(sock, head_len)
-    body = _recv_exactly(sock, body_len)
+    head = _recv_rest(sock, head_len)
+    body = _recv_rest(sock, body_len)
     return decode_header(head), body, list(fds)
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ProtocolError("connection closed inside a frame")
-        data += chunk
+def _recv_rest(sock: socket.socket, size: int) -> bytes:
+    """``size`` more bytes of a frame already begun: any EOF before them is a torn frame."""
+    data = recv_exactly(sock, size, CLOSED_INSIDE_A_FRAME)
+    if data is None:
+        raise ProtocolError(CLOSED_INSIDE_A_FRAME)
     return data
 
 
@@ -158,23 +155,29 @@ class Zygote:
                     os.close(fd)
             send_frame(self.control, reply)
 
-    def handle(self, header: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    def handle(self, header: dict[str, Any], fds: list[int]) -> Preloaded | Forked | ForkError:
+        """The answer to one request (``Preload`` or ``Fork``); raises ProtocolError for
+        any other message."""
         kind = header["t"]
         if kind == "preload":
-            outcome = preload(header.get("modules") or [])
+            outcome = preload(cast("Preload", header).get("modules") or [])
             self.thread_pools = scan_thread_pools()
             return outcome
         if kind != "fork":
             raise ProtocolError(f"unexpected message {kind!r}")
+        error: ForkError
         if len(fds) != 2:
-            return {"t": "error", "message": f"fork needs 2 file descriptors, got {len(fds)}"}
+            error = {"t": "error", "message": f"fork needs 2 file descriptors, got {len(fds)}"}
+            return error
         try:
-            pid = self.fork(header, fds)
+            pid = self.fork(cast("Fork", header), fds)
         except (ForkRefused, OSError) as exc:
-            return {"t": "error", "message": str(exc)}
-        return {"t": "forked", "pid": pid}
+            error = {"t": "error", "message": str(exc)}
+            return error
+        forked: Forked = {"t": "forked", "pid": pid}
+        return forked
 
-    def fork(self, request: dict[str, Any], fds: list[int]) -> int:
+    def fork(self, request: Fork, fds: list[int]) -> int:
         """Double-fork a worker or a model zygote; return its pid."""
         if thread_count() != 1:
             raise ForkRefused(f"zygote has {thread_count()} threads; forking is unsafe")
@@ -203,7 +206,7 @@ class Zygote:
         (pid,) = struct.unpack(">i", data)
         return int(pid)
 
-    def _become(self, request: dict[str, Any], fds: list[int]) -> None:
+    def _become(self, request: Fork, fds: list[int]) -> None:
         """In the new process: set it up as a worker or a model zygote and run it."""
         code = 1
         try:
@@ -239,7 +242,7 @@ def redirect_output(log_fd: int) -> None:
     os.close(log_fd)
 
 
-def prepare_process(request: dict[str, Any], thread_pools: Any = None) -> None:
+def prepare_process(request: Fork, thread_pools: Any = None) -> None:
     """Environment, directory and resource placement of a freshly forked process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -261,9 +264,7 @@ def prepare_process(request: dict[str, Any], thread_pools: Any = None) -> None:
         thread_pools.limit(limits=int(threads))
 
 
-def run_worker(
-    channel: socket.socket, request: dict[str, Any], handler: ModelHandler | None
-) -> int:
+def run_worker(channel: socket.socket, request: Fork, handler: ModelHandler | None) -> int:
     from workers.child.serve import run, serve
 
     model_dir = Path(request["model_dir"])
@@ -271,7 +272,7 @@ def run_worker(
     return run(channel, lambda: serve(channel, model_dir, limit, handler))
 
 
-def run_model_zygote(channel: socket.socket, request: dict[str, Any], gateway_pid: int) -> int:
+def run_model_zygote(channel: socket.socket, request: Fork, gateway_pid: int) -> int:
     """Load the endpoint's model once, then fork workers that share it."""
     from workers.child.serve import load_model
 
@@ -279,20 +280,22 @@ def run_model_zygote(channel: socket.socket, request: dict[str, Any], gateway_pi
     handler = load_model(channel, Path(request["model_dir"]))
     if handler is None:
         return 3
+    unsuitable: Unsuitable
     if not handler.fork_after_load:
-        reason = "the handler sets FORK_AFTER_LOAD = False"
-        send_frame(channel, {"t": "unsuitable", "reason": reason})
+        unsuitable = {"t": "unsuitable", "reason": "the handler sets FORK_AFTER_LOAD = False"}
+        send_frame(channel, unsuitable)
         return 0
     if thread_count() != 1:
         reason = f"{thread_count()} threads run after the model loaded"
-        send_frame(channel, {"t": "unsuitable", "reason": reason})
+        unsuitable = {"t": "unsuitable", "reason": reason}
+        send_frame(channel, unsuitable)
         return 0
     gc.collect()
     # Objects that exist now are never collected in forked workers, so their pages stay
     # shared instead of being copied by the collector's writes.
     gc.freeze()
     load_ms = (time.perf_counter() - started) * 1000.0
-    ready = {
+    ready: ZygoteReady = {
         "t": "ready",
         "pid": os.getpid(),
         "kind": "model",
@@ -303,7 +306,7 @@ def run_model_zygote(channel: socket.socket, request: dict[str, Any], gateway_pi
     return Zygote(channel, gateway_pid, handler).serve()
 
 
-def preload(modules: list[str]) -> dict[str, Any]:
+def preload(modules: list[str]) -> Preloaded:
     """Import ``modules`` here so forked workers start with them; report what failed,
     and (``threaded``) the modules whose import started a thread: after that, forking
     here is unsafe, and the gateway replaces this zygote with one that skips them."""
@@ -347,9 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             os.close(fd)
         if header["t"] != "start":
             raise ProtocolError(f"expected start, got {header['t']!r}")
+        modules = cast("Start", header).get("preload") or []
         started = time.perf_counter()
-        outcome = preload([*BASE_IMPORTS, *map(str, header.get("preload") or [])])
-        ready = {
+        outcome = preload([*BASE_IMPORTS, *map(str, modules)])
+        ready: ZygoteReady = {
             "t": "ready",
             "pid": os.getpid(),
             "kind": "runtime",

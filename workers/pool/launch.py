@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 
@@ -26,6 +26,7 @@ from workers.pool.processes import describe_exit
 from workers.pool.spec import PoolLimits, WorkerSpec
 from workers.pool.tasks import RunBackground
 from workers.pool.zygote_link import ZygoteBroken, ZygoteLink
+from workers.wire.messages import ForkRequest
 
 
 class ZygoteSource(Protocol):
@@ -75,7 +76,7 @@ class Launcher:
     def runtime_zygote(self) -> ZygoteLink | None:
         return self._zygotes.link() if self._zygotes is not None else None
 
-    def fork_request(self, private_dir: Path, *, place: bool = True) -> dict[str, Any]:
+    def fork_request(self, private_dir: Path, *, place: bool = True) -> ForkRequest:
         """What a zygote is asked to fork a worker (or a model zygote) with: its model,
         clean environment, private directory and, with ``place``, its placement
         (prepared here: once per worker, released when the worker is gone)."""

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from workers.pool.output import forward_output
 from workers.pool.policy import plan_model_zygote, wants_model_zygote
@@ -30,6 +30,7 @@ from workers.pool.zygote_link import (
     start_model_zygote,
 )
 from workers.wire.errors import WorkerError
+from workers.wire.messages import ForkRequest
 
 # A model zygote that failed to start is not tried again for this long.
 RETRY_AFTER_FAILURE_S: Final = 60.0
@@ -60,7 +61,7 @@ class ModelZygote:
         label: str,
         private_root: Path,
         now: Callable[[], float],
-        fork_request: Callable[[Path], dict[str, Any]],
+        fork_request: Callable[[Path], ForkRequest],
         deadline_s: float,
         closing: Callable[[], bool],
         run_background: RunBackground,

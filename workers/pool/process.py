@@ -19,14 +19,14 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from workers.pool.environment import worker_environment
 from workers.pool.processes import ProcessLike, describe_exit
 from workers.pool.spec import Invocation, InvocationResult, WorkerSpec
-from workers.pool.zygote_link import Forked
+from workers.pool.zygote_link import ForkedProcess
 from workers.wire.errors import (
     ResponseTooLarge,
     SetupFailed,
@@ -35,6 +35,7 @@ from workers.wire.errors import (
     WorkerTimeout,
 )
 from workers.wire.framing import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
+from workers.wire.messages import Failed, Invoke, Result, WorkerReady
 
 # How long a stopped worker may take to exit on its own before it is killed.
 STOP_GRACE_S = 5.0
@@ -91,7 +92,7 @@ class WorkerProcess:
 
     @classmethod
     async def adopt(
-        cls, forked: Forked, *, private_dir: Path, label: str, tier: str
+        cls, forked: ForkedProcess, *, private_dir: Path, label: str, tier: str
     ) -> WorkerProcess:
         """Wrap a worker a zygote forked (and the gateway adopted)."""
         try:
@@ -209,14 +210,16 @@ class WorkerProcess:
             raise
         if header["t"] == "failed":
             self.kill()
-            raise SetupFailed(str(header.get("message", "model load failed")), detail)
+            failed = cast(Failed, header)
+            raise SetupFailed(str(failed.get("message", "model load failed")), detail)
         if header["t"] != "ready":
             self.kill()
             raise SetupFailed(f"worker sent {header['t']!r} instead of ready")
-        self.load_ms = float(header.get("load_ms", 0.0))
-        self.import_ms = float(header.get("import_ms", 0.0))
-        self.model_fn_ms = float(header.get("model_fn_ms", 0.0))
-        self.imports = [str(name) for name in header.get("imports") or []]
+        ready = cast(WorkerReady, header)
+        self.load_ms = float(ready.get("load_ms", 0.0))
+        self.import_ms = float(ready.get("import_ms", 0.0))
+        self.model_fn_ms = float(ready.get("model_fn_ms", 0.0))
+        self.imports = [str(name) for name in ready.get("imports") or []]
         return self.load_ms
 
     async def call(
@@ -229,7 +232,7 @@ class WorkerProcess:
         cancellation, the worker has been killed, because its state is unknown.
         """
         self.current_request = invocation.request_id
-        header = {
+        header: Invoke = {
             "t": "invoke",
             "id": invocation.request_id,
             "content_type": invocation.content_type,
@@ -262,14 +265,17 @@ class WorkerProcess:
         if reply["t"] != "result" or not isinstance(reply.get("status"), int):
             self.kill()
             raise WorkerBroken(f"worker sent {reply['t']!r} instead of a result")
-        cpu_s, max_rss = reply.get("cpu_s"), reply.get("max_rss")
-        spans = reply.get("spans")
+        result = cast(Result, reply)
+        # Read as objects and checked: a worker runs model code, and may break the protocol.
+        cpu_s: object = result.get("cpu_s")
+        max_rss: object = result.get("max_rss")
+        spans: object = result.get("spans")
         return InvocationResult(
-            status=reply["status"],
+            status=result["status"],
             body=body,
             model_ms=(time.perf_counter() - called) * 1000.0,
-            content_type=reply.get("content_type"),
-            custom_attributes=reply.get("custom_attributes"),
+            content_type=result.get("content_type"),
+            custom_attributes=result.get("custom_attributes"),
             cpu_s=float(cpu_s) if isinstance(cpu_s, int | float) else None,
             max_rss_bytes=int(max_rss) if isinstance(max_rss, int) else None,
             spans=tuple(span for span in spans if isinstance(span, dict))

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -22,6 +22,7 @@ from workers.pool.output import forward_output
 from workers.pool.processes import describe_exit
 from workers.pool.tasks import RunBackground
 from workers.pool.zygote_link import ZygoteBroken, ZygoteLink, start_runtime_zygote
+from workers.wire.messages import Preload, Preloaded, ZygoteReady
 
 # The runtime zygote imports the frameworks at start; a restart after its death waits,
 # doubling from the first delay up to the last, so a crashing import cannot spin.
@@ -143,8 +144,10 @@ class RuntimeZygote:
         self._log.warning("%s %s; restarting it", prefix, describe_exit(returncode))
 
     async def _preload_into(self, link: ZygoteLink, modules: list[str]) -> None:
+        request: Preload = {"t": "preload", "modules": modules}
         try:
-            answer = await link.request({"t": "preload", "modules": modules})
+            # A runtime zygote answers a preload only with preloaded (it exits on failure).
+            answer = cast(Preloaded, await link.request(request))
         except ZygoteBroken as error:
             if not self._closing:  # closing the zygote cuts its requests short
                 self._log.warning("runtime zygote: %s", error)
@@ -158,7 +161,7 @@ class RuntimeZygote:
                 shown += f" and {len(failed) - FAILED_NAMES_SHOWN} more"
             self._log.info("runtime zygote could not pre-import %d modules: %s", len(failed), shown)
 
-    def _drop_threaded(self, link: ZygoteLink, answer: dict[str, Any]) -> None:
+    def _drop_threaded(self, link: ZygoteLink, answer: Preloaded | ZygoteReady) -> None:
         """When importing some modules started a thread in the runtime zygote (its
         ``answer`` names them), it can no longer fork safely: never pre-import them again
         and have it replaced (closed, the keeper starts a new one without them)."""

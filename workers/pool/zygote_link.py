@@ -1,5 +1,6 @@
 """The gateway's side of the zygotes: start them, ask them to fork, and notice when they
-die. What runs inside a zygote is ``workers.child.zygote``.
+die. What runs inside a zygote is ``workers.child.zygote``; the messages between them
+are declared in ``workers.wire.messages``.
 
 A ``ZygoteLink`` is one zygote process and its control socket. Requests on it are
 serialised (one at a time, each with a deadline); any failure of the link (a dead
@@ -17,7 +18,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from workers.pool.environment import INHERITED_KEYS
 from workers.pool.limits import BLAS_SPIN_ENV
@@ -25,6 +26,16 @@ from workers.pool.output import channel_reader, log_channel
 from workers.pool.processes import AdoptedProcess, ProcessLike, describe_exit
 from workers.wire.errors import SetupFailed, WorkerError
 from workers.wire.framing import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
+from workers.wire.messages import (
+    Failed,
+    Fork,
+    Forked,
+    ForkRequest,
+    GatewayToZygote,
+    Start,
+    Unsuitable,
+    ZygoteReady,
+)
 
 # Control requests are small and a zygote answers them at once (a fork takes a few ms).
 REQUEST_DEADLINE_S: Final = 10.0
@@ -54,7 +65,7 @@ class ZygoteUnsuitable(WorkerError):
 
 
 @dataclass(frozen=True, slots=True)
-class Forked:
+class ForkedProcess:
     """A process a zygote forked for us: adopted, with its channel and its output."""
 
     process: AdoptedProcess
@@ -64,6 +75,10 @@ class Forked:
 
 class ZygoteLink:
     """One zygote process and its control socket."""
+
+    # What the zygote said when it became ready: set by start_runtime_zygote and
+    # start_model_zygote before they return the link.
+    ready: ZygoteReady
 
     def __init__(
         self,
@@ -76,7 +91,6 @@ class ZygoteLink:
         self.process = process
         self.output = output
         self.kind = kind
-        self.ready: dict[str, Any] = {}
         self._control = control
         self._lock = asyncio.Lock()
         self.broken = False
@@ -86,7 +100,8 @@ class ZygoteLink:
         return not self.broken and self.process.returncode is None
 
     async def read_message(self, deadline_s: float) -> dict[str, Any]:
-        """The zygote's next message; raises ZygoteBroken (and kills it) on failure."""
+        """The zygote's next message (one of ``ZygoteToGateway``, unchecked beyond its
+        frame); raises ZygoteBroken (and kills it) on failure."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(deadline_s):
@@ -115,7 +130,7 @@ class ZygoteLink:
 
     async def request(
         self,
-        header: Mapping[str, Any],
+        header: GatewayToZygote,
         fds: list[int] | None = None,
         *,
         deadline_s: float = REQUEST_DEADLINE_S,
@@ -124,7 +139,7 @@ class ZygoteLink:
         ``deadline_s``; raises ZygoteBroken (and kills the zygote) on failure."""
         if not self.alive:
             raise ZygoteBroken(f"{self.kind} zygote is gone")
-        frame = encode_frame(dict(header))
+        frame = encode_frame(header)
         async with self._lock:
             try:
                 # The descriptors ride with the first bytes. A fork request fits the
@@ -141,27 +156,29 @@ class ZygoteLink:
                 raise ZygoteBroken(f"{self.kind} zygote failed: {reason}") from exc
             return await self.read_message(deadline_s)
 
-    async def fork(self, request: Mapping[str, Any]) -> Forked:
+    async def fork(self, request: ForkRequest) -> ForkedProcess:
         """Have the zygote fork a worker or a model zygote; return it, adopted."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_ours, log_theirs = log_channel()
         try:
             try:
                 fds = [child_end.fileno(), log_theirs.fileno()]
-                answer = await self.request({**request, "t": "fork"}, fds)
+                message: Fork = {**request, "t": "fork"}
+                answer = await self.request(message, fds)
             finally:
                 child_end.close()
                 log_theirs.close()
             if answer.get("t") != "forked":
+                # A ForkError says why.
                 raise ZygoteBroken(f"{self.kind} zygote refused to fork: {answer.get('message')}")
-            process = AdoptedProcess(int(answer["pid"]))
+            process = AdoptedProcess(int(cast(Forked, answer)["pid"]))
             output = await channel_reader(log_ours)
         except BaseException:
             parent_end.close()
             # A no-op once the reader took it.
             log_ours.close()
             raise
-        return Forked(process, parent_end, output)
+        return ForkedProcess(process, parent_end, output)
 
     def kill(self) -> None:
         """SIGKILL the zygote now; never blocks. Processes it forked live on."""
@@ -222,35 +239,39 @@ async def start_runtime_zygote(
         child_end.close()
     assert process.stdout is not None
     link = ZygoteLink(process, parent_end, process.stdout, "runtime")
-    link.ready = await link.request({"t": "start", "preload": preload}, deadline_s=deadline_s)
-    if link.ready.get("t") != "ready":
+    start: Start = {"t": "start", "preload": preload}
+    answer = await link.request(start, deadline_s=deadline_s)
+    if answer.get("t") != "ready":
         link.kill()
-        raise ZygoteBroken(f"runtime zygote sent {link.ready.get('t')!r} instead of ready")
+        raise ZygoteBroken(f"runtime zygote sent {answer.get('t')!r} instead of ready")
+    link.ready = cast(ZygoteReady, answer)
     return link
 
 
 async def start_model_zygote(
-    runtime: ZygoteLink, request: Mapping[str, Any], *, deadline_s: float
+    runtime: ZygoteLink, request: ForkRequest, *, deadline_s: float
 ) -> ZygoteLink:
     """Fork a model zygote from the runtime zygote and wait until its model is loaded.
 
-    Raises ZygoteBroken, ZygoteUnsuitable, or SetupFailed (the model raised while
-    loading; its own message).
+    ``request``: a worker's ``ForkRequest`` (its ``role`` is replaced here). Raises
+    ZygoteBroken, ZygoteUnsuitable, or SetupFailed (the model raised while loading; its
+    own message).
     """
-    forked = await runtime.fork({**request, "role": "model-zygote"})
+    model_zygote: ForkRequest = {**request, "role": "model-zygote"}
+    forked = await runtime.fork(model_zygote)
     link = ZygoteLink(forked.process, forked.channel, forked.output, "model")
     try:
         message = await link.read_message(deadline_s)
     except ZygoteBroken as error:
         raise ZygoteBroken(f"{error}{await last_words(link)}") from error
     if message.get("t") == "ready":
-        link.ready = message
+        link.ready = cast(ZygoteReady, message)
         return link
     link.kill()
     if message.get("t") == "unsuitable":
-        raise ZygoteUnsuitable(str(message.get("reason")))
+        raise ZygoteUnsuitable(str(cast(Unsuitable, message).get("reason")))
     if message.get("t") == "failed":
-        raise SetupFailed(str(message.get("message")))
+        raise SetupFailed(str(cast(Failed, message).get("message")))
     raise ZygoteBroken(f"model zygote sent {message.get('t')!r} instead of ready")
 
 

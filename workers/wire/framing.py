@@ -1,30 +1,22 @@
-"""The framed protocol between the gateway and a worker process.
+"""The framed protocol between the gateway and the processes it starts.
 
 A frame is an 8-byte prelude, ``>II`` (header length, body length), then the header as an
 orjson-encoded object, then the body as raw bytes. The header always carries ``"t"``, the
-message type. Bodies are never JSON-encoded, so model payloads cross unchanged.
-
-Messages, in the order a worker's life uses them:
-
-- worker -> gateway ``ready``   ``{"t": "ready", "pid": int, "load_ms": float}``, no body.
-- worker -> gateway ``failed``  ``{"t": "failed", "message": str}``, body: the traceback text.
-  Sent instead of ``ready`` when loading the model raised; the worker then exits.
-- gateway -> worker ``invoke``  ``{"t": "invoke", "id": str, "content_type": str|None,
-  "accept": str|None, "custom_attributes": str|None}``, body: the request payload.
-- worker -> gateway ``result``  ``{"t": "result", "status": int, "content_type": str|None,
-  "custom_attributes": str|None}``, body: the response payload (or the error text when
-  ``status`` is not 2xx, as the inference toolkit answers a handler exception).
-
-The gateway ends a worker by closing its end of the socket; the worker exits on EOF.
+message type; the messages and their shapes are declared in ``workers.wire.messages``.
+Bodies are never JSON-encoded, so model payloads cross unchanged.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+
+if TYPE_CHECKING:
+    # Only for annotations: a worker process does not import the message types.
+    from workers.wire.messages import Message
 
 PRELUDE: Final = struct.Struct(">II")
 # A header is a handful of fields; the longest are lists of module names (what a model's
@@ -34,13 +26,16 @@ MAX_HEADER_BYTES: Final = 16 * 1024 * 1024
 # Payloads are capped far lower by the gateway (6 MiB at most); this bound only keeps a
 # corrupt prelude from making the reader allocate gigabytes.
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+# The error of a frame cut short by the end of the connection (``recv_frame`` says how
+# many bytes came instead when the cut is inside one of the frame's parts).
+CLOSED_INSIDE_A_FRAME: Final = "connection closed inside a frame"
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid frame."""
 
 
-def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+def encode_frame(header: Message, body: bytes = b"") -> bytes:
     """Return one frame as bytes, ready to write."""
     head = orjson.dumps(header)
     return PRELUDE.pack(len(head), len(body)) + head + body
@@ -70,8 +65,12 @@ def decode_header(raw: bytes) -> dict[str, Any]:
     return header
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    """Blocking read of exactly ``size`` bytes; None on EOF before the first byte."""
+def recv_exactly(sock: socket.socket, size: int, torn: str = "") -> bytes | None:
+    """Blocking read of exactly ``size`` bytes; None on EOF before the first byte.
+
+    Raises ProtocolError on EOF after some of them (saying ``torn`` when given, else how
+    many came) and OSError on socket errors.
+    """
     if size == 0:
         return b""
     view = bytearray(size)
@@ -81,7 +80,7 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
         if n == 0:
             if got == 0:
                 return None
-            raise ProtocolError(f"connection closed after {got} of {size} bytes")
+            raise ProtocolError(torn or f"connection closed after {got} of {size} bytes")
         got += n
     return bytes(view)
 
@@ -92,20 +91,20 @@ def recv_frame(sock: socket.socket) -> tuple[dict[str, Any], bytes] | None:
     Returns None on a clean EOF between frames. Raises ProtocolError on a torn or invalid
     frame and OSError on socket errors.
     """
-    prelude = _recv_exactly(sock, PRELUDE.size)
+    prelude = recv_exactly(sock, PRELUDE.size)
     if prelude is None:
         return None
     head_len, body_len = decode_prelude(prelude)
-    head = _recv_exactly(sock, head_len)
+    head = recv_exactly(sock, head_len)
     if head is None:
-        raise ProtocolError("connection closed inside a frame")
+        raise ProtocolError(CLOSED_INSIDE_A_FRAME)
     header = decode_header(head)
-    body = _recv_exactly(sock, body_len)
+    body = recv_exactly(sock, body_len)
     if body is None:
-        raise ProtocolError("connection closed inside a frame")
+        raise ProtocolError(CLOSED_INSIDE_A_FRAME)
     return header, body
 
 
-def send_frame(sock: socket.socket, header: dict[str, Any], body: bytes = b"") -> None:
+def send_frame(sock: socket.socket, header: Message, body: bytes = b"") -> None:
     """Blocking write of one frame (used inside the worker)."""
     sock.sendall(encode_frame(header, body))
