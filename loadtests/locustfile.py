@@ -87,9 +87,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from locust import FastHttpUser, constant, events, task
 
-# The demo endpoint of `coldbrew serve --demo`; copied from gateway/control/demo.py
-# (DEMO_ENDPOINT_NAME, DEMO_SAMPLE, DEMO_MAX_CONCURRENCY) so this file runs without the
-# gateway package installed.
+# The demo endpoint of `coldbrew serve --demo`, as gateway/control/demo.py declares it,
+# and three iris rows to send it; written here so this file runs without the gateway
+# package installed.
 DEMO_ENDPOINT_NAME = "demo"
 DEMO_SAMPLE = b"[[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]"
 DEMO_MAX_CONCURRENCY = 10

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models"
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+# Three iris flowers, one of each species; the demo model answers [0, 1, 2].
+DEMO_SAMPLE = b"[[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]"
 READY_LINE = re.compile(r"accepting invocations on (http://[A-Za-z0-9.:\[\]-]+)")
 
 # Every SageMaker control-plane operation Coldbrew serves, as the tests expect them.

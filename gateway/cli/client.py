@@ -12,7 +12,6 @@ to ``AWS_ENDPOINT_URL``, then the local gateway.
 from __future__ import annotations
 
 import http.client
-import os
 import time
 import urllib.error
 import urllib.request
@@ -202,7 +201,3 @@ def _signed_post(
     except http.client.HTTPException as error:
         # Something answered, but not in HTTP: as unreachable as no answer at all.
         raise ConnectionError(f"not an HTTP answer ({error!r})") from error
-
-
-def environ() -> Mapping[str, str]:
-    return os.environ

@@ -85,6 +85,3 @@ def not_found(kind: str, arn: str) -> ServiceError:
 
 def already_exists(kind: str, arn: str) -> ServiceError:
     return validation_exception(f'Cannot create already existing {kind} "{arn}".')
-
-
-KIND_WORDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}

@@ -28,8 +28,6 @@ from typing import Any, Final
 DEMO_ENDPOINT_NAME: Final = "demo"
 DEMO_MEMORY_MB: Final = 2048
 DEMO_MAX_CONCURRENCY: Final = 10
-# Three iris flowers, one of each species; the demo model answers [0, 1, 2].
-DEMO_SAMPLE: Final = b"[[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]"
 
 _MODEL_FILE: Final = "model.joblib"
 _PROGRAM: Final = "inference.py"

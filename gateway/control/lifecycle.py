@@ -46,8 +46,8 @@ class DeploymentFailed(Exception):
 
 
 class Lifecycle:
-    """Runs endpoint transitions, each as a task of its own (``busy`` and
-    ``wait_settled`` look at it), while ``running()``."""
+    """Runs endpoint transitions, each as a task of its own (``wait_settled`` waits for
+    it), while ``running()``."""
 
     def __init__(
         self,
@@ -96,11 +96,6 @@ class Lifecycle:
     def begin_delete(self, scope: Scope, name: str) -> None:
         """The endpoint was recorded as Deleting: stop serving, drain, remove it."""
         self._start(scope, name, self._delete)
-
-    def busy(self, scope: Scope, name: str) -> bool:
-        """True while a transition of the endpoint runs."""
-        task = self._running.get(endpoint_key(scope, name))
-        return task is not None and not task.done()
 
     async def wait_settled(self, scope: Scope, name: str, timeout_s: float) -> None:
         """Wait, at most ``timeout_s``, for the endpoint's running transition to end."""

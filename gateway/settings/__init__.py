@@ -15,14 +15,13 @@ a field) and ``tables`` (building from TOML tables) are the framework; ``section
 overrides one setting.
 """
 
-from gateway.settings.fields import SettingDoc, SettingsError
+from gateway.settings.fields import SettingsError
 from gateway.settings.loading import load_settings, override
 from gateway.settings.schema import (
     DEV_CREDENTIAL,
     Settings,
     check_bind_safety,
     default_settings,
-    describe_settings,
     effective_credentials,
     endpoint_placement,
 )
@@ -43,12 +42,10 @@ __all__ = [
     "PoolSettings",
     "QuotaSettings",
     "ServerSettings",
-    "SettingDoc",
     "Settings",
     "SettingsError",
     "check_bind_safety",
     "default_settings",
-    "describe_settings",
     "effective_credentials",
     "endpoint_placement",
     "load_settings",

@@ -1,15 +1,15 @@
-"""Declared settings fields: their metadata, their validation and their documentation.
+"""Declared settings fields: their metadata and their validation.
 
 A setting is a field of a frozen dataclass whose metadata (``meta``/``setting``) carries
-its help text, its value check and whether it is a path. A section's ``__post_init__``
-calls ``validate``, so it is valid however it was built. ``describe_fields`` lists the
-help texts for the shipped config file. Every refusal is a ``SettingsError`` naming the key.
+its help text (which the shipped config file repeats), its value check and whether it is
+a path. A section's ``__post_init__`` calls ``validate``, so it is valid however it was
+built. Every refusal is a ``SettingsError`` naming the key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import field, fields
 from types import MappingProxyType, NoneType, UnionType
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
@@ -114,26 +114,3 @@ def describe_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return "an array"
     return f"{type(value).__name__} {value}"
-
-
-@dataclass(frozen=True, slots=True)
-class SettingDoc:
-    """The help text of one setting. ``key`` is its dotted path; items of an array of
-    tables appear as ``endpoints[].name``."""
-
-    key: str
-    help: str
-
-
-def describe_fields(cls: Any, prefix: str) -> Iterator[SettingDoc]:
-    """Every field of the dataclass ``cls`` and, depth first, of the sections and arrays
-    of tables it holds, in declaration order, keyed under ``prefix``."""
-    hints = get_type_hints(cls)
-    for f in fields(cls):
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        yield SettingDoc(key, f.metadata["help"])
-        kind = hints[f.name]
-        if get_origin(kind) is tuple and is_dataclass(get_args(kind)[0]):
-            yield from describe_fields(get_args(kind)[0], f"{key}[]")
-        elif isinstance(kind, type) and is_dataclass(kind):
-            yield from describe_fields(kind, key)

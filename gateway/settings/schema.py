@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.settings.fields import (
-    SettingDoc,
     SettingsError,
-    describe_fields,
     meta,
     setting,
     validate,
@@ -137,8 +135,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(bare).is_loopback
     except ValueError:
         return False
-
-
-def describe_settings() -> tuple[SettingDoc, ...]:
-    """Every setting and section, in declaration order, with its help text."""
-    return tuple(describe_fields(Settings, ""))

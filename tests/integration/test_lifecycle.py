@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from gateway.control.demo import DEMO_SAMPLE
 from tests.support import (
+    DEMO_SAMPLE,
     REPO,
     aws_cli_env,
     clean_env,

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.control.demo import DEMO_MAX_CONCURRENCY, DEMO_SAMPLE
+from gateway.control.demo import DEMO_MAX_CONCURRENCY
 from tests.support import (
+    DEMO_SAMPLE,
     REPO,
     Gateway,
     aws_cli_env,

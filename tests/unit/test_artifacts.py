@@ -445,7 +445,9 @@ def test_stale_scratch_is_removed_on_construction(tmp_path: Path, cache: Path) -
     assert entries(cache) == [model.name]
 
 
-def test_concurrent_resolves_share_one_unpack(tmp_path: Path, store: ArtifactStore) -> None:
+def test_concurrent_resolves_share_one_unpack(
+    tmp_path: Path, cache: Path, store: ArtifactStore
+) -> None:
     """Eight threads resolving one archive at once all get the same complete directory."""
     archive = write_tarball(tmp_path / "model.tar.gz")
     start = threading.Barrier(8)
@@ -458,7 +460,7 @@ def test_concurrent_resolves_share_one_unpack(tmp_path: Path, store: ArtifactSto
         results = list(pool.map(lambda _: resolve(), range(8)))
 
     assert len(set(results)) == 1
-    assert entries(store.cache_dir) == [results[0].name]
+    assert entries(cache) == [results[0].name]
     assert_model(results[0])
 
 

@@ -30,7 +30,6 @@ from gateway.control.schema import (
     Timestamp,
     camel_case,
     java_regex_to_python,
-    to_epoch_seconds,
     validate,
 )
 from gateway.control.shapes import INPUT_SHAPES
@@ -772,14 +771,8 @@ def test_timestamps_accept_epoch_numbers_and_iso_strings() -> None:
     for value in (1704067200, 1704067200.25, "2024-01-01T00:00:00Z", "2024-01-01T01:00:00+01:00"):
         body = {"CreationTimeAfter": value}
         assert validate(INPUT_SHAPES["ListEndpoints"], body, root="ListEndpoints input") == body
-    assert to_epoch_seconds("2024-01-01T00:00:00Z") == 1704067200.0
-    assert to_epoch_seconds("2024-01-01T00:00:00") == 1704067200.0
-    assert to_epoch_seconds("2024-01-01T01:00:00+01:00") == 1704067200.0
-    assert to_epoch_seconds(1704067200) == 1704067200.0
     for bad in ("yesterday", "2024-13-01", "1" * 10000):
         assert "creationTimeBefore" in serialization("ListEndpoints", {"CreationTimeBefore": bad})
-        with pytest.raises(ValueError, match="ISO-8601"):
-            to_epoch_seconds(bad)
     assert "lastModifiedTimeAfter" in serialization(
         "ListEndpoints", {"LastModifiedTimeAfter": True}
     )

@@ -18,12 +18,12 @@ from gateway.control.demo import (
     DEMO_ENDPOINT_NAME,
     DEMO_MAX_CONCURRENCY,
     DEMO_MEMORY_MB,
-    DEMO_SAMPLE,
     DemoError,
     demo_documents,
     demo_model_dir,
     ensure_demo_model,
 )
+from tests.support import DEMO_SAMPLE
 
 # A child interpreter that imports scikit-learn takes a second or two; keep headroom.
 _CHILD_TIMEOUT_S = 45.0

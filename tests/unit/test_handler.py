@@ -17,7 +17,6 @@ import pytest
 from workers.child.codecs import (
     HandlerError,
     default_input_fn,
-    default_model_fn,
     default_output_fn,
     default_predict_fn,
 )
@@ -401,12 +400,6 @@ def test_missing_module_is_a_clear_error(tmp_path: Path) -> None:
     """With no inference module at all, the load fails saying model_fn is not defined."""
     with pytest.raises(NotImplementedError, match=r"model_fn is not defined.*inference\.py"):
         ModelHandler.load(tmp_path)
-
-
-def test_default_model_fn_raises() -> None:
-    """default_model_fn keeps the toolkit's meaning: model code must supply model_fn."""
-    with pytest.raises(NotImplementedError, match="model_fn"):
-        default_model_fn(Path("/opt/ml/model"))
 
 
 def test_user_exception_propagates_unchanged(tmp_path: Path) -> None:

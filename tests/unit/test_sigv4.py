@@ -28,7 +28,6 @@ from gateway.edge.sigv4 import (
     Verifier,
     parse_authorization,
     sign,
-    verify,
 )
 
 ALICE = Credential("AKIDALICE", "alice-secret/with+odd=chars", "111122223333")
@@ -75,16 +74,14 @@ class Wire:
     ) -> Principal:
         parsed = parse_authorization(self.header("Authorization"))
         at = epoch(self.header("X-Amz-Date") or "") if now is None else now
-        return verify(
+        return Verifier(lookup, max_skew_s=SKEW).verify(
             method=self.method,
             raw_path=self.raw_path,
             query_string=self.query,
             headers=self.headers,
             body=self.body,
             parsed=parsed,
-            lookup=lookup,
             now=at,
-            max_skew_s=SKEW,
         )
 
     def header(self, name: str) -> str | None:
@@ -176,22 +173,20 @@ def test_aiohttp_style_headers_verify() -> None:
     """Case-insensitive multidict headers (as aiohttp hands them over) verify too."""
     wire = botocore_signed(BASE + ODD_NAME_PATH, RUNTIME_HEADERS, BINARY_BODY, token="T")
     proxy = CIMultiDictProxy(CIMultiDict({k.upper(): v for k, v in wire.headers.items()}))
-    principal = verify(
+    principal = Verifier(KEYS.get, max_skew_s=SKEW).verify(
         method="POST",
         raw_path=wire.raw_path,
         query_string="",
         headers=proxy,
         body=wire.body,
         parsed=parse_authorization(proxy["Authorization"]),
-        lookup=KEYS.get,
         now=epoch(proxy["X-Amz-Date"]),
-        max_skew_s=SKEW,
     )
     assert principal.account_id == "111122223333"
 
 
 def test_verifier_class_with_tiny_key_cache_verifies_across_keys_and_regions() -> None:
-    """The caching Verifier gives the same answers as verify() while evicting keys."""
+    """A Verifier whose key cache holds one key gives the same answers while it evicts keys."""
     verifier = Verifier(KEYS.get, max_skew_s=SKEW, key_cache_size=1)
     for region in ("eu-west-1", "us-east-1", "eu-west-1"):
         wire = botocore_signed(BASE + "/", CONTROL_HEADERS, CONTROL_BODY, region=region)
@@ -292,16 +287,14 @@ def test_multiple_values_of_a_signed_header_are_joined_with_commas() -> None:
     repeated = CIMultiDict((k, v) for k, v in wire.headers.items() if k != "X-Amz-Meta")
     repeated.add("X-Amz-Meta", " a")
     repeated.add("x-amz-meta", "b ")
-    principal = verify(
+    principal = Verifier(KEYS.get, max_skew_s=SKEW).verify(
         method="POST",
         raw_path="/",
         query_string="",
         headers=CIMultiDictProxy(repeated),
         body=CONTROL_BODY,
         parsed=parse_authorization(wire.header("Authorization")),
-        lookup=KEYS.get,
         now=T0,
-        max_skew_s=SKEW,
     )
     assert principal.access_key_id == "AKIDALICE"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -24,7 +23,6 @@ __all__ = [
     "NPY",
     "HandlerError",
     "default_input_fn",
-    "default_model_fn",
     "default_output_fn",
     "default_predict_fn",
     "media_type",
@@ -52,15 +50,6 @@ def media_type(value: str) -> str:
     """Return the bare, lower-case media type of a Content-Type or Accept value:
     ``"Application/JSON; charset=utf-8"`` gives ``"application/json"``."""
     return value.partition(";")[0].strip().lower()
-
-
-def default_model_fn(model_dir: Path) -> Any:
-    """Always raises NotImplementedError: there is no generic way to load a model, so the
-    inference code must define ``model_fn(model_dir)`` (as with the base toolkit)."""
-    raise NotImplementedError(
-        f"model_fn is not defined: the inference code must define model_fn(model_dir) that "
-        f"loads the model from {model_dir} and returns it"
-    )
 
 
 def default_input_fn(body: bytes, content_type: str) -> Any:

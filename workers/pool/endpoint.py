@@ -143,13 +143,6 @@ class EndpointPool:
             cold_starts_by_tier=dict(self._by_tier),
         )
 
-    def worker_pids(self) -> list[int]:
-        """PIDs of the live worker processes (for introspection and tests)."""
-        return sorted(worker.pid for worker in self._live)
-
-    def model_zygote_pid(self) -> int | None:
-        return self._model_zygote.pid()
-
     # ------------------------------------------------------------- invocations
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:

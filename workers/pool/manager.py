@@ -169,10 +169,6 @@ class PoolManager:
     def statistics(self) -> dict[Hashable, PoolStatistics]:
         return {key: pool.statistics() for key, pool in self._pools.items()}
 
-    def worker_pids(self) -> list[int]:
-        pools = [*self._pools.values(), *self._retired]
-        return sorted(pid for pool in pools for pid in pool.worker_pids())
-
     def runtime_zygote_pid(self) -> int | None:
         return self._runtime.pid() if self._runtime is not None else None
 

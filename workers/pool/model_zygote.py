@@ -95,10 +95,6 @@ class ModelZygote:
         """A zygote process of this endpoint still runs (ready, or closed and exiting)."""
         return self._link is not None and self._link.alive
 
-    def pid(self) -> int | None:
-        link = self._link
-        return link.process.pid if link is not None and link.alive else None
-
     def maybe_begin(self, runtime: ZygoteLink | None, *, invocations: int, closing: bool) -> None:
         """Start a model zygote from ``runtime`` in the background (state STARTING) when
         policy says the endpoint wants one now (``wants_model_zygote``)."""

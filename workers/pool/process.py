@@ -166,10 +166,6 @@ class WorkerProcess:
         return cls(proc, reader, writer, proc.stdout, private_dir, spec.label, "spawn")
 
     @property
-    def returncode(self) -> int | None:
-        return self._proc.returncode
-
-    @property
     def log_stream(self) -> asyncio.StreamReader:
         """The worker's combined stdout and stderr."""
         return self._output

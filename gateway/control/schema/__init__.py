@@ -39,7 +39,6 @@ from gateway.control.schema.scalars import (
     Integer,
     String,
     Timestamp,
-    to_epoch_seconds,
 )
 
 __all__ = [
@@ -57,7 +56,6 @@ __all__ = [
     "Timestamp",
     "camel_case",
     "java_regex_to_python",
-    "to_epoch_seconds",
     "unicode_word_matcher",
     "validate",
 ]

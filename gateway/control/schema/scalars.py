@@ -1,5 +1,5 @@
 """The shapes of single JSON values: ``String``, ``Enum``, ``Integer``, ``Float``,
-``Boolean`` and ``Timestamp``, and ``to_epoch_seconds`` for what ``Timestamp`` accepts.
+``Boolean`` and ``Timestamp``.
 
 Each shape's ``_check`` records constraint violations in the ``Context`` and raises
 ``ServiceError`` 400 ``SerializationException`` for a value of the wrong JSON type.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Final
 
-from gateway.control.schema.base import Context, Shape, clip, serialization_error, type_error, where
+from gateway.control.schema.base import Context, Shape, serialization_error, type_error, where
 from gateway.control.schema.java_regex import java_regex_to_python
 
 # Patterns are matched only on strings at most this many times over their maximum
@@ -146,7 +146,7 @@ class Boolean(Shape):
 
 class Timestamp(Shape):
     """Epoch seconds as a finite JSON number (what botocore sends), or, leniently, an
-    ISO-8601 string; ``to_epoch_seconds`` turns either into a float."""
+    ISO-8601 string."""
 
     __slots__ = ()
 
@@ -160,19 +160,6 @@ class Timestamp(Shape):
         if not is_finite_number(value):
             raise type_error(path, "a timestamp (epoch seconds)", value)
         return value
-
-
-def to_epoch_seconds(value: int | float | str) -> float:
-    """A value ``Timestamp`` accepted, as epoch seconds. ISO-8601 strings without an
-    offset are taken as UTC. Raises ``ValueError`` for anything ``Timestamp`` refuses."""
-    if isinstance(value, str):
-        parsed = _parse_iso(value)
-        if parsed is None:
-            raise ValueError(f"not an ISO-8601 timestamp: {clip(value)!r}")
-        return parsed
-    if not is_finite_number(value):
-        raise ValueError("not a finite number of epoch seconds")
-    return float(value)
 
 
 def _check_bounds(

@@ -256,54 +256,9 @@ def _verify(
     return Principal(credential.access_key_id, credential.account_id, parsed.region)
 
 
-def verify(
-    *,
-    method: str,
-    raw_path: str,
-    query_string: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    parsed: ParsedAuthorization,
-    lookup: Callable[[str], Credential | None],
-    now: float,
-    max_skew_s: float,
-) -> Principal:
-    """Check a parsed request signature; return who signed it.
-
-    ``raw_path`` is the path exactly as received, without the query; ``query_string`` is
-    the raw query without ``?``. ``headers`` may use any key case (aiohttp's
-    ``CIMultiDictProxy`` or a plain mapping). ``body`` is the exact body bytes.
-
-    Checks, in order, each raising :class:`SigV4Error`: the access key is known
-    (``UnrecognizedClientException``); ``X-Amz-Date`` is present, well formed and on
-    the scope date (``IncompleteSignatureException``); ``host`` is signed and every
-    signed header is present (``IncompleteSignatureException``); the date is within
-    ``max_skew_s`` of ``now`` (``InvalidSignatureException``); a signed
-    ``x-amz-content-sha256`` matches the body and is not ``UNSIGNED-PAYLOAD``
-    (``InvalidSignatureException``); the signature matches
-    (``InvalidSignatureException``, compared in constant time). The signature may
-    cover the AWS canonical path and query (dot segments and empty segments removed,
-    double-encoded, parameters sorted), or the path and query exactly as received,
-    which is what ``curl --aws-sigv4`` signs.
-
-    Stateless: derives the signing key on every call. :class:`Verifier` caches keys.
-    """
-    return _verify(
-        method=method,
-        raw_path=raw_path,
-        query_string=query_string,
-        headers=headers,
-        body=body,
-        parsed=parsed,
-        lookup=lookup,
-        now=now,
-        max_skew_s=max_skew_s,
-        derive=derive_key,
-    )
-
-
 class Verifier:
-    """:func:`verify` bound to a key lookup and skew, with an LRU of signing keys.
+    """Verifies request signatures against a key lookup, within ``max_skew_s`` of the
+    caller's clock, with an LRU of signing keys.
 
     A signing key depends only on (secret, date, region), so it is derived once per day
     per key and region; the cache holds at most ``key_cache_size`` keys. Not thread
@@ -347,7 +302,24 @@ class Verifier:
         parsed: ParsedAuthorization,
         now: float,
     ) -> Principal:
-        """Same contract as the module-level :func:`verify`."""
+        """Check a parsed request signature; return who signed it.
+
+        ``raw_path`` is the path exactly as received, without the query; ``query_string`` is
+        the raw query without ``?``. ``headers`` may use any key case (aiohttp's
+        ``CIMultiDictProxy`` or a plain mapping). ``body`` is the exact body bytes.
+
+        Checks, in order, each raising :class:`SigV4Error`: the access key is known
+        (``UnrecognizedClientException``); ``X-Amz-Date`` is present, well formed and on
+        the scope date (``IncompleteSignatureException``); ``host`` is signed and every
+        signed header is present (``IncompleteSignatureException``); the date is within
+        ``max_skew_s`` of ``now`` (``InvalidSignatureException``); a signed
+        ``x-amz-content-sha256`` matches the body and is not ``UNSIGNED-PAYLOAD``
+        (``InvalidSignatureException``); the signature matches
+        (``InvalidSignatureException``, compared in constant time). The signature may
+        cover the AWS canonical path and query (dot segments and empty segments removed,
+        double-encoded, parameters sorted), or the path and query exactly as received,
+        which is what ``curl --aws-sigv4`` signs.
+        """
         return _verify(
             method=method,
             raw_path=raw_path,

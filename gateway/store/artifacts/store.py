@@ -60,10 +60,6 @@ class ArtifactStore:
             # Never read again; a leftover that cannot be removed now goes next start.
             shutil.rmtree(stale, ignore_errors=True)
 
-    @property
-    def cache_dir(self) -> Path:
-        return self._cache_dir
-
     def resolve(self, url: str) -> Path:
         """The model directory ``url`` names, unpacking (and downloading) it if needed.
 

@@ -80,20 +80,6 @@ class NotFound(RegistryError):
         self.arn = arn
 
 
-class InUse(RegistryError):
-    """A resource cannot go because others (``used_by``, a list of ARNs) depend on it.
-
-    The registry itself never raises it (SageMaker allows deleting a model or config that
-    is still named elsewhere); it is here for control-plane policies that want to.
-    """
-
-    def __init__(self, kind: str, arn: str, used_by: list[str]) -> None:
-        super().__init__(f"{kind} in use: {arn} (used by {', '.join(used_by)})")
-        self.kind = kind
-        self.arn = arn
-        self.used_by = used_by
-
-
 class Unset(enum.Enum):
     """The type of ``UNSET``."""
 

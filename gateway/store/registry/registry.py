@@ -187,14 +187,6 @@ class Registry:
         ).fetchall()
         return [tables.endpoint_record(row) for row in rows]
 
-    def count_endpoints(self, scope: Scope) -> int:
-        """How many endpoints the scope has (for the per-region quota)."""
-        row = self._conn.execute(
-            "SELECT count(*) FROM resource WHERE account = ? AND region = ? AND kind = ?",
-            (scope.account_id, scope.region, "endpoint"),
-        ).fetchone()
-        return int(row[0])
-
     def all_endpoints(self) -> list[EndpointRecord]:
         """Every endpoint of every scope, by account, region, creation time, name."""
         rows = self._conn.execute(
