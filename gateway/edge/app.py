@@ -3,6 +3,7 @@ application's lifecycle (aiohttp cleanup contexts)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -66,7 +67,9 @@ class MetricsPage(Protocol):
 def metrics_handler(page: MetricsPage) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def metrics(request: web.Request) -> web.Response:
         """Prometheus scrape target. Unsigned, like /health: scrapers do not sign."""
-        response = web.Response(text=page.render())
+        # Rendered off the loop: a collection holds the SDK's lock while its gauges wait
+        # for the loop (see runtime.gauges), so the loop must never wait for that lock.
+        response = web.Response(text=await asyncio.to_thread(page.render))
         response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
         return response
 

@@ -10,7 +10,6 @@ from typing import Final
 from aiohttp import HttpVersion10, HttpVersion11, web
 from opentelemetry.util.types import AttributeValue
 
-from gateway.telemetry.hosts import split_host
 from workers import InvocationResult, LightSpan
 
 # network.protocol.version of the HTTP versions aiohttp serves, formatted once.
@@ -41,6 +40,20 @@ def server_attributes(request: web.Request, request_id: str) -> dict[str, Attrib
     if port is not None:
         attributes["server.port"] = port
     return attributes
+
+
+def split_host(host: str) -> tuple[str, int | None]:
+    """The name and port of a Host header: ``("127.0.0.1", 8080)`` from
+    ``127.0.0.1:8080``, ``("::1", 8443)`` from ``[::1]:8443``, ``("::1", None)`` from
+    ``[::1]`` or a bare ``::1`` (whose colons are its own); a port that is not a number
+    is left in the name."""
+    name, colon, port = host.rpartition(":")
+    bare_ipv6 = ":" in name and not name.endswith("]")
+    if not colon or bare_ipv6 or not (port.isascii() and port.isdigit()):
+        name, port = host, ""
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    return name, int(port) if port else None
 
 
 def record_call_spans(span: LightSpan, result: InvocationResult, pool_started_ns: int) -> None:

@@ -1,6 +1,8 @@
 """Sending encoded OTLP trace requests to a collector, as the standard ``OTEL_*``
-variables say: over HTTP/protobuf (``http.client``) or gRPC (``grpcio``, from
-``coldbrew[otlp-grpc]``).
+variables say: over HTTP/protobuf (``requests``) or gRPC (``grpcio``, from
+``coldbrew[otlp-grpc]``). Each is imported by the transport that uses it, in the
+exporter process: the gateway, which imports this module too, loads neither for its
+spans.
 
 The variables are read as the OpenTelemetry Python SDK reads them, so that the gateway's
 traces (sent from here) and metrics (sent by the SDK) go where the same settings say:
@@ -8,9 +10,9 @@ traces (sent from here) and metrics (sent by the SDK) go where the same settings
 CLIENT_KEY,CLIENT_CERTIFICATE,INSECURE}``, the signal's own variable first.
 
 Behind a proxy, OTLP/HTTP goes through the one ``https_proxy`` / ``http_proxy`` names
-(either case; not for hosts ``no_proxy`` covers), and certificates default to
-``REQUESTS_CA_BUNDLE``, as the SDK's exporter (on ``requests``) does; gRPC reads the
-proxy variables itself.
+(either case; not for hosts ``no_proxy`` covers), as ``requests`` reads them for the
+SDK's metric exporter too, and certificates default to ``REQUESTS_CA_BUNDLE``, as that
+exporter's do; gRPC reads the proxy variables itself.
 
 A transport's ``post`` makes one attempt and classifies it (``Outcome``); ``deliver``
 retries what is retryable with exponential backoff, within the export timeout, as the
@@ -20,20 +22,19 @@ setup, which reads the same variables.
 
 from __future__ import annotations
 
-import base64
 import enum
 import gzip
-import http.client
 import random
 import ssl
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
-from gateway.telemetry.hosts import split_host
+if TYPE_CHECKING:
+    import requests
 
 SERVICE_NAME: Final = "coldbrew-gateway"
 HTTP_TRACES_PATH: Final = "/v1/traces"
@@ -66,16 +67,6 @@ class Attempt:
 
 
 @dataclass(frozen=True)
-class Proxy:
-    """An HTTP proxy: where it listens, and the Proxy-Authorization its URL's user
-    information asks for (None without)."""
-
-    host: str
-    port: int
-    authorization: str | None = None
-
-
-@dataclass(frozen=True)
 class ExportSettings:
     protocol: str
     endpoint: str
@@ -86,7 +77,6 @@ class ExportSettings:
     client_key: str | None = None
     client_certificate: str | None = None
     insecure: bool = False
-    proxy: Proxy | None = None
 
 
 def protocol(environ: Mapping[str, str], signal: str) -> str:
@@ -153,56 +143,7 @@ def export_settings(environ: Mapping[str, str], protocol: str) -> ExportSettings
         client_key=_signal_or_general(environ, "CLIENT_KEY"),
         client_certificate=_signal_or_general(environ, "CLIENT_CERTIFICATE"),
         insecure=(_signal_or_general(environ, "INSECURE") or "").strip().lower() == "true",
-        # grpcio finds its proxy in the same variables by itself.
-        proxy=proxy_for(endpoint, environ) if protocol == "http/protobuf" else None,
     )
-
-
-def proxy_for(endpoint: str, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy the environment names for ``endpoint``: ``https_proxy`` or
-    ``http_proxy`` by its scheme (lower case first, as curl and urllib read them), none
-    when ``no_proxy`` covers its host. Raises ValueError naming a proxy variable that is
-    not an http:// URL."""
-    url = urlsplit(endpoint)
-    names = (f"{url.scheme}_proxy", f"{url.scheme.upper()}_PROXY")
-    name, value = next(((name, environ[name]) for name in names if environ.get(name)), ("", ""))
-    if not value:
-        return None
-    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    if url.hostname and bypasses_proxy(no_proxy, url.hostname, port):
-        return None
-    proxy = urlsplit(value if "://" in value else f"http://{value}")
-    try:
-        proxy_port = proxy.port or 80
-    except ValueError:  # not a number, or out of range
-        proxy_port = 0
-    if proxy.scheme != "http" or not proxy.hostname or not proxy_port:
-        raise ValueError(f"{name}: {value!r} is not an http:// proxy URL")
-    authorization = None
-    if proxy.username is not None:
-        user = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
-        authorization = "Basic " + base64.b64encode(user.encode()).decode()
-    return Proxy(proxy.hostname, proxy_port, authorization)
-
-
-def bypasses_proxy(no_proxy: str, host: str, port: int) -> bool:
-    """Whether ``no_proxy`` covers ``host`` (and ``port``): a comma-separated list of
-    ``*`` (every host), host names, domains (``example.com`` and ``.example.com`` cover
-    its subdomains too), IP addresses, each optionally with ``:port``; case-insensitive,
-    as curl reads it."""
-    host = host.lower()
-    for raw in no_proxy.lower().split(","):
-        entry = raw.strip()
-        if entry == "*":
-            return True
-        name, entry_port = split_host(entry)
-        name = name.lstrip(".")
-        if not name or (entry_port is not None and entry_port != port):
-            continue
-        if host == name or host.endswith("." + name):
-            return True
-    return False
 
 
 class Transport(Protocol):
@@ -212,67 +153,93 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """POSTs to the endpoint over one kept-alive connection (re-opened after an error)."""
+    """POSTs to the endpoint through a ``requests`` session: connections kept alive (a new
+    one after an error), and through the proxy the environment names for the endpoint
+    (plain HTTP asks the proxy for the collector's URL, HTTPS tunnels with CONNECT; the
+    proxy URL's user information becomes its Proxy-Authorization)."""
 
     def __init__(self, settings: ExportSettings) -> None:
+        import requests  # here, not at the top: see the module's docstring
+
         url = urlsplit(settings.endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(
                 f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: {settings.endpoint!r} is not an "
                 "http or https URL"
             )
-        self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        self._compression = settings.compression
-        self._headers = {"Content-Type": "application/x-protobuf", **settings.headers}
-        if settings.compression != "none":
-            self._headers["Content-Encoding"] = settings.compression
-        proxy = settings.proxy
-        # Through a proxy, HTTPS tunnels (CONNECT) to the collector, while plain HTTP asks
-        # the proxy for the collector's absolute URL.
-        host, port = (proxy.host, proxy.port) if proxy else (url.hostname, url.port)
-        self._conn: http.client.HTTPConnection
         if url.scheme == "https":
+            # Certificate files that cannot be used are refused here, at start, rather
+            # than by every post (requests reads them for each new connection).
             context = ssl.create_default_context(cafile=settings.certificate)
             if settings.client_certificate:
                 context.load_cert_chain(settings.client_certificate, settings.client_key)
-            self._conn = http.client.HTTPSConnection(
-                host, port, timeout=settings.timeout_s, context=context
-            )
-            if proxy:
-                tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else {}
-                self._conn.set_tunnel(url.hostname, url.port or 443, headers=tunnel)
-        else:
-            self._conn = http.client.HTTPConnection(host, port, timeout=settings.timeout_s)
-            if proxy:
-                self._path = f"http://{url.netloc.rpartition('@')[2]}{self._path}"
-                if proxy.authorization:
-                    self._headers["Proxy-Authorization"] = proxy.authorization
+        self._endpoint = settings.endpoint
+        self._compression = settings.compression
+        self._retryable: tuple[type[Exception], ...] = (
+            requests.ConnectionError,  # refused, reset, TLS, proxy errors; connect timeout
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,  # the answer broke off
+        )
+        self._session = _session(settings)
 
     def post(self, body: bytes, timeout_s: float) -> Attempt:
         if self._compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
         elif self._compression == "deflate":
             body = zlib.compress(body)
-        # For a connection made now, and for the one kept alive since an earlier post.
-        self._conn.timeout = timeout_s
-        if self._conn.sock is not None:
-            self._conn.sock.settimeout(timeout_s)
         try:
-            self._conn.request("POST", self._path, body, self._headers)
-            response = self._conn.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._conn.close()
-            return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
-        if 200 <= response.status < 300:
+            # Not followed: a 3xx fails the export (requests would turn a redirected
+            # POST into a GET).
+            response = self._session.post(
+                self._endpoint, data=body, timeout=timeout_s, allow_redirects=False
+            )
+        except OSError as exc:  # every error requests raises is one
+            outcome = Outcome.RETRY if isinstance(exc, self._retryable) else Outcome.FAILED
+            return Attempt(outcome, f"{type(exc).__name__}: {exc}")
+        if 200 <= response.status_code < 300:
             return Attempt(Outcome.SENT)
-        detail = f"HTTP {response.status}: {answer[:200].decode(errors='replace')}"
+        detail = f"HTTP {response.status_code}: {response.content[:200].decode(errors='replace')}"
         return Attempt(
-            Outcome.RETRY if response.status in RETRYABLE_HTTP else Outcome.FAILED, detail
+            Outcome.RETRY if response.status_code in RETRYABLE_HTTP else Outcome.FAILED, detail
         )
 
     def close(self) -> None:
-        self._conn.close()
+        self._session.close()
+
+
+def _session(settings: ExportSettings) -> requests.Session:
+    """A session that sends only the OTLP headers (none of requests' defaults) and takes
+    from the environment only the proxies for the endpoint (``http_proxy``,
+    ``https_proxy``, ``no_proxy``, either case), read once: trusting the environment
+    whole would also let a ``~/.netrc`` entry replace the Authorization header that
+    ``OTEL_EXPORTER_OTLP_HEADERS`` sets."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(settings.endpoint)
+    session.headers.clear()
+    session.headers["Content-Type"] = "application/x-protobuf"
+    session.headers.update(settings.headers)
+    if settings.compression != "none":
+        session.headers["Content-Encoding"] = settings.compression
+    session.verify = settings.certificate or _system_trust()
+    if settings.client_certificate:
+        session.cert = (
+            (settings.client_certificate, settings.client_key)
+            if settings.client_key
+            else settings.client_certificate
+        )
+    return session
+
+
+def _system_trust() -> str | bool:
+    """The CA file or directory OpenSSL trusts by default (``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` override it), as an HTTPS connection of the standard library would;
+    requests alone would trust its own bundle instead. True (that bundle) when the
+    system has neither."""
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.capath or True
 
 
 class GrpcTransport:

@@ -1,23 +1,33 @@
 """The span exporter process and its transport, against a real HTTP receiver on
-loopback: where the OTEL_* variables say to send, batching, retries, compression, and a
+loopback: where the OTEL_* variables say to send, through the proxy the environment
+names, TLS with the certificates they name, batching, retries, compression, and a
 process that always ends (at end of input, or on settings it cannot use)."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import gzip
+import ipaddress
 import os
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from gateway.telemetry.exporter_process import FrameDecoder, batching
@@ -25,7 +35,6 @@ from gateway.telemetry.transport import (
     Attempt,
     HttpTransport,
     Outcome,
-    bypasses_proxy,
     deliver,
     export_settings,
     parse_headers,
@@ -54,7 +63,9 @@ class Collector:
     """An HTTP receiver that answers with the statuses it is given (then 200) and keeps
     every request. Asked for an absolute URL or a CONNECT, it plays a forward proxy."""
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    def __init__(
+        self, statuses: list[int] | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.received: list[Received] = []
         self.statuses = list(statuses or [])
         collector = self
@@ -84,12 +95,15 @@ class Collector:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.port = self.server.server_address[1]
+        if tls is not None:
+            # A handshake that fails is an OSError the server drops with the connection.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
 
-@pytest.fixture
-def collector() -> Iterator[Collector]:
-    found = Collector()
+@contextmanager
+def serving(found: Collector) -> Iterator[Collector]:
     thread = threading.Thread(target=found.server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -98,6 +112,31 @@ def collector() -> Iterator[Collector]:
         found.server.shutdown()
         found.server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    with serving(Collector()) as found:
+        yield found
+
+
+@pytest.fixture
+def proxy() -> Iterator[Collector]:
+    """A second receiver, to play the proxy when ``collector`` is the collector."""
+    with serving(Collector()) as found:
+        yield found
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_of_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxies a test names, and none of the machine's: the transport reads them
+    from this process's environment, as the exporter process does from its own."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
 class FakeTime:
@@ -222,11 +261,15 @@ def test_an_unreachable_collector_is_a_retry() -> None:
 BEHIND_PROXY = "collector.invalid:4318"
 
 
-def test_http_goes_through_the_proxy_the_environment_names(collector: Collector) -> None:
+def test_http_goes_through_the_proxy_the_environment_names(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With http_proxy set, the request asks the proxy for the collector's absolute URL,
     with the proxy's credentials."""
-    proxy_url = collector.url.replace("http://", "http://otel%40ops:s%3Acret@")
-    attempt, _ = delivered(f"http://{BEHIND_PROXY}", 5, http_proxy=proxy_url)
+    monkeypatch.setenv(
+        "http_proxy", collector.url.replace("http://", "http://otel%40ops:s%3Acret@")
+    )
+    attempt, _ = delivered(f"http://{BEHIND_PROXY}", 5)
     assert attempt.outcome is Outcome.SENT, attempt.detail
     (found,) = collector.received
     assert found.path == f"http://{BEHIND_PROXY}/v1/traces"
@@ -236,52 +279,70 @@ def test_http_goes_through_the_proxy_the_environment_names(collector: Collector)
     assert found.body == b"spans"
 
 
-def test_https_tunnels_through_the_proxy(collector: Collector) -> None:
+def test_https_tunnels_through_the_proxy(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With HTTPS_PROXY set, an https collector is reached through a CONNECT tunnel (this
     proxy closes it at once: a retryable failure)."""
-    attempt, _ = delivered(f"https://{BEHIND_PROXY}", 0.5, HTTPS_PROXY=collector.url)
+    monkeypatch.setenv("HTTPS_PROXY", collector.url)
+    attempt, _ = delivered(f"https://{BEHIND_PROXY}", 0.5)
     assert attempt.outcome is Outcome.RETRY
     assert collector.received[0].path == f"CONNECT {BEHIND_PROXY}"
 
 
-def test_no_proxy_hosts_are_reached_directly(collector: Collector) -> None:
-    unused = "http://127.0.0.1:9"  # a proxy that would refuse the connection
-    attempt, _ = delivered(collector.url, 5, HTTP_PROXY=unused, NO_PROXY="localhost, 127.0.0.1")
+def test_no_proxy_hosts_are_reached_directly(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would refuse the connection
+    monkeypatch.setenv("NO_PROXY", "localhost, 127.0.0.1")
+    attempt, _ = delivered(collector.url, 5)
     assert attempt.outcome is Outcome.SENT, attempt.detail
     assert [found.path for found in collector.received] == ["/v1/traces"]
 
 
 @pytest.mark.parametrize(
-    ("no_proxy", "host", "port", "bypassed"),
+    ("no_proxy", "direct"),
     [
-        ("*", "collector.example.com", 4318, True),
-        ("example.com", "collector.example.com", 4318, True),
-        (".example.com", "collector.example.com", 4318, True),
-        ("example.com", "example.com", 4318, True),
-        ("example.com", "badexample.com", 4318, False),
-        ("other.test, Collector.Example.com", "collector.example.com", 4318, True),
-        ("collector.example.com:4317", "collector.example.com", 4318, False),
-        ("collector.example.com:4318", "collector.example.com", 4318, True),
-        ("::1", "::1", 4318, True),
-        ("[::1]:4318", "::1", 4318, True),
-        ("", "collector.example.com", 4318, False),
+        ("*", True),
+        ("localhost", True),
+        (".localhost", True),
+        ("other.test, LocalHost", True),
+        ("localhost:{port}", True),
+        ("localhost:{other_port}", False),
+        ("other.test", False),
+        ("", False),
     ],
 )
-def test_no_proxy_entries(no_proxy: str, host: str, port: int, bypassed: bool) -> None:
-    assert bypasses_proxy(no_proxy, host, port) is bypassed
+def test_no_proxy_entries(
+    collector: Collector,
+    proxy: Collector,
+    monkeypatch: pytest.MonkeyPatch,
+    no_proxy: str,
+    direct: bool,
+) -> None:
+    """A collector on localhost, reached directly when ``no_proxy`` covers it (every
+    host, its name, its domain, with its port) and through the proxy otherwise."""
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.setenv(
+        "no_proxy", no_proxy.format(port=collector.port, other_port=collector.port + 1)
+    )
+    attempt, _ = delivered(f"http://localhost:{collector.port}", 5)
+    assert attempt.outcome is Outcome.SENT, attempt.detail
+    reached, passed_by = (collector, proxy) if direct else (proxy, collector)
+    assert len(reached.received) == 1
+    assert passed_by.received == []
 
 
-def test_a_proxy_that_is_not_http_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="https_proxy"):
-        export_settings(
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c", "https_proxy": "socks5://p:1080"},
-            "http/protobuf",
-        )
-    with pytest.raises(ValueError, match="HTTP_PROXY"):
-        export_settings(
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "HTTP_PROXY": "http://p:port"},
-            "http/protobuf",
-        )
+def test_a_proxy_url_that_cannot_be_used_fails_for_good(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy variable that is not a usable URL fails the export (not retried), and the
+    failure quotes it."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy:port")
+    attempt, time = delivered(collector.url, 5)
+    assert attempt.outcome is Outcome.FAILED
+    assert "proxy:port" in attempt.detail
+    assert (collector.received, time.pauses) == ([], [])
 
 
 def test_certificates_default_to_the_requests_bundle() -> None:
@@ -289,6 +350,133 @@ def test_certificates_default_to_the_requests_bundle() -> None:
     assert export_settings(environ, "http/protobuf").certificate == "/ca.pem"
     own = {**environ, "OTEL_EXPORTER_OTLP_CERTIFICATE": "/otel.pem"}
     assert export_settings(own, "http/protobuf").certificate == "/otel.pem"
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A certificate authority of its own and what it signed, as PEM files."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _signed(
+    directory: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None
+) -> tuple[x509.Name, ec.EllipticCurvePrivateKey]:
+    """A key and a certificate for ``name`` (for 127.0.0.1), signed by ``issuer`` or by
+    itself as a CA, written to ``name``.pem and ``name``.key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, issuer_key = issuer or (subject, key)
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+    (directory / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return subject, key
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    ca = _signed(tmp_path, "ca", None)
+    _signed(tmp_path, "server", ca)
+    _signed(tmp_path, "client", ca)
+    return Pki(
+        tmp_path / "ca.pem",
+        tmp_path / "server.pem",
+        tmp_path / "server.key",
+        tmp_path / "client.pem",
+        tmp_path / "client.key",
+    )
+
+
+@contextmanager
+def tls_collector(pki: Pki, *, client_certificates: bool = False) -> Iterator[Collector]:
+    """A collector serving HTTPS with ``pki``'s server certificate, requiring a client
+    certificate the CA signed when asked to."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if client_certificates:
+        context.load_verify_locations(pki.ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    with serving(Collector(tls=context)) as found:
+        yield found
+
+
+@pytest.mark.parametrize(
+    ("trust", "outcome"),
+    [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", Outcome.SENT),
+        ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", Outcome.SENT),
+        ("REQUESTS_CA_BUNDLE", Outcome.SENT),
+        (None, Outcome.RETRY),  # the system's CAs do not know this one
+    ],
+)
+def test_https_trusts_the_certificate_the_variables_name(
+    pki: Pki, trust: str | None, outcome: Outcome
+) -> None:
+    environ = {trust: str(pki.ca)} if trust else {}
+    with tls_collector(pki) as collector:
+        attempt, _ = delivered(collector.url, 0.5, **environ)
+    assert attempt.outcome is outcome, attempt.detail
+    assert len(collector.received) == (outcome is Outcome.SENT)
+    if outcome is Outcome.RETRY:
+        assert "CERTIFICATE_VERIFY_FAILED" in attempt.detail
+
+
+def test_https_presents_the_client_certificate_the_variables_name(pki: Pki) -> None:
+    trusted = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.ca)}
+    with tls_collector(pki, client_certificates=True) as collector:
+        attempt, _ = delivered(
+            collector.url,
+            5,
+            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=str(pki.client_cert),
+            OTEL_EXPORTER_OTLP_CLIENT_KEY=str(pki.client_key),
+            **trusted,
+        )
+        assert attempt.outcome is Outcome.SENT, attempt.detail
+        refused, _ = delivered(collector.url, 0.5, **trusted)
+        assert refused.outcome is Outcome.RETRY
+    assert len(collector.received) == 1
+
+
+def test_certificate_files_that_cannot_be_used_are_refused_at_start(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """As the exporter opens its transport (it then logs and drops every span), not at
+    each export."""
+    with pytest.raises(FileNotFoundError):
+        transport_to(
+            "https://127.0.0.1:9", OTEL_EXPORTER_OTLP_CERTIFICATE=str(tmp_path / "missing.pem")
+        )
+    with pytest.raises(ssl.SSLError):
+        transport_to(
+            "https://127.0.0.1:9",
+            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=str(pki.client_cert),
+            OTEL_EXPORTER_OTLP_CLIENT_KEY=str(pki.server_key),  # not the certificate's key
+        )
 
 
 def test_gzip_compression(collector: Collector) -> None:

@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support import (
@@ -104,10 +107,12 @@ def test_metrics_page_counts_a_known_sequence_exactly(tmp_path: Path) -> None:
 
 
 class Receiver:
-    """A real OTLP/HTTP receiver on 127.0.0.1 that decodes the spans it is sent."""
+    """A real OTLP/HTTP receiver on 127.0.0.1 that decodes the spans, and the gauge and
+    sum data points, it is sent."""
 
     def __init__(self) -> None:
         self.spans: list[Any] = []
+        self.points: list[tuple[str, dict[str, str], float]] = []
         self.lock = threading.Lock()
         receiver = self
 
@@ -121,6 +126,8 @@ class Receiver:
                         for resource in request.resource_spans:
                             for scope in resource.scope_spans:
                                 receiver.spans.extend(scope.spans)
+                elif self.path == "/v1/metrics":
+                    receiver.keep_points(ExportMetricsServiceRequest.FromString(body))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -136,6 +143,28 @@ class Receiver:
         self.server.block_on_close = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def keep_points(self, request: ExportMetricsServiceRequest) -> None:
+        with self.lock:
+            for resource in request.resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        kind = metric.WhichOneof("data")
+                        for point in (
+                            getattr(metric, kind).data_points if kind in ("gauge", "sum") else ()
+                        ):
+                            labels = {a.key: a.value.string_value for a in point.attributes}
+                            number = point.as_int if point.HasField("as_int") else point.as_double
+                            self.points.append((metric.name, labels, float(number)))
+
+    def values(self, name: str, **labels: str) -> list[float]:
+        """Every value exported for the metric ``name`` with ``labels`` among its own."""
+        with self.lock:
+            return [
+                value
+                for found, attributes, value in self.points
+                if found == name and labels.items() <= attributes.items()
+            ]
 
     def server_spans(self) -> list[Any]:
         with self.lock:
@@ -404,6 +433,31 @@ def test_a_bad_collector_loses_telemetry_not_invocations(tmp_path: Path, collect
                 assert rt.invoke_endpoint(EndpointName="echo", Body=body)["Body"].read() == body
     finally:
         listener.close()
+
+
+def test_live_gauges_reach_an_otlp_collector(tmp_path: Path, receiver: Receiver) -> None:
+    """Metrics exported over OTLP, collected on the SDK's thread (not the event loop's),
+    carry the live gauges, read from the loop: the endpoint's limit and its invocation
+    count; the gateway logs no collection that failed or went unanswered."""
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRIC_EXPORT_INTERVAL="100",
+    )
+    config = toml_config(tmp_path / "state", endpoints={"echo": {"max_concurrency": 3}})
+    echo = {"faas.name": "echo"}
+    with running_gateway(tmp_path, config, env=env) as gw:
+        gw.runtime().invoke_endpoint(EndpointName="echo", Body=b"x")["Body"].read()
+        wait_until(
+            lambda: 1.0 in receiver.values("faas.invocations", **echo),
+            timeout=30,
+            what="the invocation count at the collector",
+        )
+        log = gw.log()
+    assert set(receiver.values("coldbrew.concurrency_limit", scope="endpoint", **echo)) == {3.0}
+    assert receiver.values("coldbrew.workers", state="idle", **echo)
+    assert "Callback failed" not in log
+    assert "did not answer" not in log
 
 
 def test_spans_the_model_makes_join_the_trace(tmp_path: Path, receiver: Receiver) -> None:

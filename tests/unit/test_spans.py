@@ -3,6 +3,10 @@ and sampled."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import orjson
@@ -144,6 +148,35 @@ def test_the_exporter_gets_otel_settings_but_no_secrets() -> None:
         "HTTPS_PROXY": "http://proxy:3128",
         "PATH": "/usr/bin",
     }
+
+
+def test_only_the_exporter_process_imports_an_http_client() -> None:
+    """A tracing gateway (everything its process imports, and its providers built) has
+    imported neither requests nor grpc; opening the transport, as the exporter process
+    does, imports requests. (Metrics over OTLP/HTTP import it through the SDK's own
+    exporter; this gateway exports none.)"""
+    script = """
+        import json, logging, sys
+        import gateway.cli.main, gateway.edge.server
+        from gateway.telemetry.setup import build_providers
+        from gateway.telemetry.transport import export_settings, open_transport
+        environ = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9"}
+        providers = build_providers(environ, logging.getLogger("test"))
+        assert providers.tracing
+        providers.shutdown()
+        gateway = sorted(name for name in ("requests", "grpc") if name in sys.modules)
+        open_transport(export_settings(environ, "http/protobuf")).close()
+        print(json.dumps([gateway, "requests" in sys.modules]))
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [[], True]
 
 
 def worker_tracer(finished: list[dict[str, Any]]) -> LightTracer:

@@ -1,10 +1,10 @@
-"""Host names and ports, as an invocation's Host header and no_proxy entries write them."""
+"""The SERVER span's server.address and server.port, from an invocation's Host header."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.telemetry.hosts import split_host
+from gateway.telemetry.invocation import split_host
 
 
 @pytest.mark.parametrize(
