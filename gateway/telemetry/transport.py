@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import enum
 import gzip
+import importlib.util
+import os
 import random
 import ssl
 import time
@@ -218,6 +220,7 @@ def _session(settings: ExportSettings) -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     session.proxies = requests.utils.get_environ_proxies(settings.endpoint)
+    _check_proxy(session.proxies.get(urlsplit(settings.endpoint).scheme))
     session.headers.clear()
     session.headers["Content-Type"] = "application/x-protobuf"
     session.headers.update(settings.headers)
@@ -231,6 +234,27 @@ def _session(settings: ExportSettings) -> requests.Session:
             else settings.client_certificate
         )
     return session
+
+
+def _check_proxy(proxy: str | None) -> None:
+    """Refuse, at start and by the variable's name, a proxy URL no export could use (a
+    bad port, a scheme requests cannot speak), rather than fail every export later."""
+    if proxy is None:
+        return
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    named = [name for name, value in os.environ.items() if name.lower().endswith("_proxy")]
+    variable = next((name for name in named if os.environ[name] == proxy), "the proxy")
+    try:
+        parsed = parse_url(proxy)
+    except LocationParseError as exc:
+        raise ValueError(f"{variable}: {proxy!r} is not a usable proxy URL ({exc})") from None
+    socks = (parsed.scheme or "").startswith("socks")
+    if socks and importlib.util.find_spec("socks") is None:
+        raise ValueError(f"{variable}: {proxy!r} is a SOCKS proxy, which needs PySocks")
+    if not parsed.host or not (socks or parsed.scheme in ("http", "https")):
+        raise ValueError(f"{variable}: {proxy!r} is not an http, https or socks proxy URL")
 
 
 def _system_trust() -> str | bool:

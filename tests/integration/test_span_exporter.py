@@ -37,6 +37,7 @@ from gateway.telemetry.transport import (
     Outcome,
     deliver,
     export_settings,
+    open_transport,
     parse_headers,
 )
 from tests.support import REPO
@@ -333,16 +334,23 @@ def test_no_proxy_entries(
     assert passed_by.received == []
 
 
-def test_a_proxy_url_that_cannot_be_used_fails_for_good(
-    collector: Collector, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("variable", "proxy", "endpoint"),
+    [
+        ("HTTP_PROXY", "http://proxy:port", "http://c:4318"),
+        ("https_proxy", "ftp://proxy:21", "https://c:4318"),
+        ("https_proxy", "http://:8080", "https://c:4318"),
+    ],
+)
+def test_a_proxy_url_that_cannot_be_used_is_refused_at_start_by_name(
+    variable: str, proxy: str, endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A proxy variable that is not a usable URL fails the export (not retried), and the
-    failure quotes it."""
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy:port")
-    attempt, time = delivered(collector.url, 5)
-    assert attempt.outcome is Outcome.FAILED
-    assert "proxy:port" in attempt.detail
-    assert (collector.received, time.pauses) == ([], [])
+    """A proxy variable that is not a usable URL is refused when the transport opens,
+    naming the variable, rather than failing every export."""
+    monkeypatch.setenv(variable, proxy)
+    settings = export_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, "http/protobuf")
+    with pytest.raises(ValueError, match=variable):
+        open_transport(settings)
 
 
 def test_certificates_default_to_the_requests_bundle() -> None:

@@ -120,9 +120,8 @@ def endpoints(points: list[dict[str, Any]]) -> set[str]:
 
 @contextlib.asynccontextmanager
 async def live_state(tmp_path: Path, **options: Any) -> AsyncIterator[Live]:
-    async with PoolManager(
-        private_root=tmp_path / "workers", log=logging.getLogger("test")
-    ) as pools:
+    manager = PoolManager(private_root=tmp_path / "workers", log=logging.getLogger("test"))
+    async with manager.running() as pools:
         live = Live(pools, tmp_path, **options)
         try:
             yield live
