@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config
 
+from gateway.telemetry.catalog import CATALOG, prometheus_name
 from workers.wire.kernel import MODEL_ZYGOTE_NAME, RUNTIME_ZYGOTE_NAME, WORKER_NAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -321,3 +322,16 @@ def running_gateway(
                 timeout=10,
                 what="every worker to exit with the gateway",
             )
+
+
+def exported_prometheus_names() -> frozenset[str]:
+    """Every series name the gateway's Prometheus page can show (histograms as their
+    three series), for checking dashboards and the page against."""
+    names: set[str] = set()
+    for spec in CATALOG:
+        base = prometheus_name(spec)
+        if spec.kind == "histogram":
+            names.update({f"{base}_bucket", f"{base}_sum", f"{base}_count"})
+        else:
+            names.add(base)
+    return frozenset(names)

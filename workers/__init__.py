@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     # Redundant aliases mark these as re-exports for type checkers.
     from workers.pool.cgroups import EnforcerUnavailable as EnforcerUnavailable
     from workers.pool.cgroups import detect_enforcer as detect_enforcer
-    from workers.pool.endpoint import EndpointPool as EndpointPool
     from workers.pool.endpoint import PoolClosed as PoolClosed
     from workers.pool.endpoint import PoolStatistics as PoolStatistics
     from workers.pool.manager import PoolManager as PoolManager
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 EXPORTS: Final = {
     "EnforcerUnavailable": "workers.pool.cgroups",
     "detect_enforcer": "workers.pool.cgroups",
-    "EndpointPool": "workers.pool.endpoint",
     "PoolClosed": "workers.pool.endpoint",
     "PoolStatistics": "workers.pool.endpoint",
     "PoolManager": "workers.pool.manager",

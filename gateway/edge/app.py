@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
@@ -25,14 +25,13 @@ from gateway.runtime.admission import AdmissionStore, LocalAdmission
 from gateway.runtime.deployments import Deployments, PoolDefaults
 from gateway.runtime.gauges import LiveState
 from gateway.runtime.invoke import Runtime
-from gateway.settings import Settings, effective_credentials
+from gateway.settings import Settings, SettingsError, effective_credentials
 from gateway.store.artifacts import ArtifactStore
 from gateway.store.registry import Registry
+from gateway.telemetry.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from gateway.telemetry.recorder import Telemetry
 from gateway.telemetry.spans import SpanBatch
-from workers import Placer, PoolManager, detect_enforcer
-
-PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+from workers import EnforcerUnavailable, Placer, PoolManager, detect_enforcer
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +82,18 @@ async def health(request: web.Request) -> web.Response:
 
 def build_placer(settings: Settings, log: logging.Logger) -> Placer | None:
     """The worker resource limits in force (cgroups or the fallback), or None when off.
-    Raises EnforcerUnavailable when a forced mode is not available here."""
+    Raises SettingsError naming ``pool.cpu_limits`` when a forced mode is not available
+    here."""
     mode = settings.pool.cpu_limits
     if mode == "off":
         log.info("worker limits: off")
         return None
-    enforcer = detect_enforcer(prefer=mode, log=log)
+    try:
+        enforcer = detect_enforcer(prefer=mode, log=log)
+    except EnforcerUnavailable as unavailable:
+        raise SettingsError(
+            f"{mode!r} cannot be used on this machine: {unavailable}", "pool.cpu_limits"
+        ) from None
     placer = Placer(enforcer, mb_per_vcpu=settings.pool.mb_per_vcpu)
     log.info("worker limits: %s", placer.describe())
     return placer

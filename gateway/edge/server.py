@@ -49,8 +49,7 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
     """Start, log one line once invocations are accepted, and run until a stop signal."""
     state_dir = settings.server.state_path()
     state_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry(state_dir / "registry.sqlite3")
-    try:
+    with Registry(state_dir / "registry.sqlite3") as registry:
         deploy_declared(registry, settings, now=clock.wall())
         if demo:
             from gateway.control.demo import ensure_demo_model
@@ -78,8 +77,6 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
         finally:
             # Flushes what is still to export; bounded by the exporters' own timeouts.
             await asyncio.to_thread(providers.shutdown)
-    finally:
-        registry.close()
 
 
 @contextlib.asynccontextmanager

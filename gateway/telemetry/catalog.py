@@ -161,16 +161,3 @@ def prometheus_name(spec: MetricSpec) -> str:
     if spec.kind == "counter":
         name = f"{name}_total"
     return name
-
-
-def exported_prometheus_names() -> frozenset[str]:
-    """Every series name the Prometheus page can show (histograms as their three
-    series), for checking dashboards against."""
-    names: set[str] = set()
-    for spec in CATALOG:
-        base = prometheus_name(spec)
-        if spec.kind == "histogram":
-            names.update({f"{base}_bucket", f"{base}_sum", f"{base}_count"})
-        else:
-            names.add(base)
-    return frozenset(names)

@@ -22,7 +22,6 @@ from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     InMemoryMetricReader,
     Metric,
-    MetricReader,
     NumberDataPoint,
     Sum,
 )
@@ -30,7 +29,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.util.types import AnyValue, Attributes
 
 from gateway.telemetry.catalog import CATALOG, Kind, MetricSpec, prometheus_name
-from gateway.telemetry.readers import ExportingPageReader, cumulative_reader
+from gateway.telemetry.readers import ExportingPageReader
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -49,21 +48,15 @@ class _Family:
 
 
 class PrometheusReader:
-    """Renders every instrument of the ``MeterProvider`` its reader is attached to.
+    """Renders every instrument of the ``MeterProvider`` that ``reader`` is attached to.
 
-    ``reader`` (default: a new cumulative pull reader) must read every instrument with
-    cumulative temporality, as Prometheus expects running totals; pass :attr:`reader` to
-    ``MeterProvider(metric_readers=[...])`` unless it is there already.
+    ``reader`` must read every instrument with cumulative temporality, as Prometheus
+    expects running totals (``readers.cumulative_reader`` makes such a reader).
     """
 
-    def __init__(self, reader: InMemoryMetricReader | ExportingPageReader | None = None) -> None:
-        self._reader = reader if reader is not None else cumulative_reader()
+    def __init__(self, reader: InMemoryMetricReader | ExportingPageReader) -> None:
+        self._reader = reader
         self._catalogued = {spec.name: prometheus_name(spec) for spec in CATALOG}
-
-    @property
-    def reader(self) -> MetricReader:
-        """The SDK reader the page reads."""
-        return self._reader
 
     def render(self) -> str:
         """Collect now and return the page in text format 0.0.4 (empty if nothing is

@@ -200,6 +200,29 @@ def test_forcing_an_unavailable_mode_fails_cleanly(mode: str) -> None:
     assert our_cgroups() == []
 
 
+def test_serve_with_a_forced_mode_this_machine_lacks_is_refused_by_name(tmp_path: Path) -> None:
+    """`coldbrew serve` asked for limits the machine cannot give says so, naming the
+    setting, and exits 2: no traceback, no gateway."""
+    lacking = [mode for mode in CGROUP_MODES if mode != offered_mode()]
+    if not lacking:
+        pytest.skip("every cgroup mode is available here")
+    config = tmp_path / "coldbrew.toml"
+    config.write_text(
+        f'[server]\nport = 0\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[pool]\ncpu_limits = "{lacking[0]}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "config key pool.cpu_limits:" in done.stderr
+    assert f"{lacking[0]} unavailable" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def expected_files(mode: str, plan: ResourcePlan) -> dict[str, str]:
     quota = str(round(plan.vcpus * 100_000))
     memory = str(plan.memory_mb * 1024 * 1024)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gateway.telemetry.catalog import exported_prometheus_names
+from tests.support import exported_prometheus_names
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "config" / "dashboards" / "coldbrew.json"
 

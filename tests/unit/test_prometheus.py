@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 import pytest
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from gateway.telemetry import catalog
 from gateway.telemetry.prometheus import CONTENT_TYPE, PrometheusReader
+from gateway.telemetry.readers import cumulative_reader
+from tests.support import exported_prometheus_names
 
 # --- a small parser of the text format, independent of the renderer -------------------
 
@@ -90,17 +93,22 @@ def parse(page: str) -> dict[str, ParsedFamily]:
 
 
 @pytest.fixture
-def reader() -> PrometheusReader:
-    return PrometheusReader()
+def sdk_reader() -> InMemoryMetricReader:
+    return cumulative_reader()
 
 
 @pytest.fixture
-def provider(reader: PrometheusReader) -> Iterator[MeterProvider]:
+def reader(sdk_reader: InMemoryMetricReader) -> PrometheusReader:
+    return PrometheusReader(sdk_reader)
+
+
+@pytest.fixture
+def provider(sdk_reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
     buckets = View(
         instrument_name="faas.init_duration",
         aggregation=ExplicitBucketHistogramAggregation(catalog.DURATION_BUCKETS),
     )
-    meters = MeterProvider(metric_readers=[reader.reader], views=[buckets], shutdown_on_exit=False)
+    meters = MeterProvider(metric_readers=[sdk_reader], views=[buckets], shutdown_on_exit=False)
     yield meters
     meters.shutdown()
 
@@ -168,9 +176,10 @@ def test_histogram_buckets_are_cumulative_with_go_style_bounds(
 
 def test_bucket_bounds_are_formatted_like_go_clients() -> None:
     """``le`` values use Go's shortest %g: no trailing .0, exponents past 1e+06 and 1e-05."""
-    wide_reader = PrometheusReader()
+    wide_sdk_reader = cumulative_reader()
+    wide_reader = PrometheusReader(wide_sdk_reader)
     wide = MeterProvider(
-        metric_readers=[wide_reader.reader],
+        metric_readers=[wide_sdk_reader],
         views=[
             View(
                 instrument_name="sizes",
@@ -287,7 +296,7 @@ def test_catalogued_names_come_from_the_catalogue(
     families = parse(reader.render())
     assert set(families) == {catalog.prometheus_name(spec) for spec in catalog.CATALOG}
     series = {sample for family in families.values() for sample, _, _ in family.samples}
-    assert series == catalog.exported_prometheus_names()
+    assert series == exported_prometheus_names()
 
 
 def test_values_keep_their_numeric_kind_and_overflow_to_infinities(
