@@ -213,49 +213,6 @@ def _signature_matches(
     return signature.isascii() and hmac.compare_digest(expected, signature)
 
 
-def _verify(
-    *,
-    method: str,
-    raw_path: str,
-    query_string: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    parsed: ParsedAuthorization,
-    lookup: Callable[[str], Credential | None],
-    now: float,
-    max_skew_s: float,
-    derive: Callable[[str, str, str], bytes],
-) -> Principal:
-    credential = lookup(parsed.access_key_id)
-    if credential is None:
-        raise SigV4Error(UNRECOGNIZED_CLIENT, _INVALID_TOKEN_MESSAGE)
-    get = _header_table(headers)
-    stamp, when = _request_time(get("x-amz-date"), parsed.date)
-    canonical_headers = _canonical_headers(parsed.signed_headers, get)
-    _check_fresh(stamp, when, now, max_skew_s)
-    payload_hash = _payload_hash(body, parsed.signed_headers, get)
-    key = derive(credential.secret_access_key, parsed.date, parsed.region)
-    matches = partial(
-        _signature_matches,
-        key,
-        parsed.signature,
-        method=method,
-        canonical_headers=canonical_headers,
-        signed_headers=";".join(parsed.signed_headers),
-        payload_hash=payload_hash,
-        amz_date=stamp,
-        scope=f"{parsed.date}/{parsed.region}/{SERVICE}/{TERMINATOR}",
-    )
-    canonical = (canonical_uri(raw_path), canonical_query(query_string))
-    if not matches(*canonical):
-        # curl (7.x --aws-sigv4) signs the path and query exactly as sent, without
-        # normalising, double-encoding or sorting; give such requests a second chance.
-        literal = (raw_path or "/", query_string)
-        if literal == canonical or not matches(*literal):
-            raise SigV4Error(INVALID_SIGNATURE, _MISMATCH_MESSAGE)
-    return Principal(credential.access_key_id, credential.account_id, parsed.region)
-
-
 class Verifier:
     """Verifies request signatures against a key lookup, within ``max_skew_s`` of the
     caller's clock, with an LRU of signing keys.
@@ -320,15 +277,31 @@ class Verifier:
         double-encoded, parameters sorted), or the path and query exactly as received,
         which is what ``curl --aws-sigv4`` signs.
         """
-        return _verify(
+        credential = self._lookup(parsed.access_key_id)
+        if credential is None:
+            raise SigV4Error(UNRECOGNIZED_CLIENT, _INVALID_TOKEN_MESSAGE)
+        get = _header_table(headers)
+        stamp, when = _request_time(get("x-amz-date"), parsed.date)
+        canonical_headers = _canonical_headers(parsed.signed_headers, get)
+        _check_fresh(stamp, when, now, self._max_skew_s)
+        payload_hash = _payload_hash(body, parsed.signed_headers, get)
+        key = self._signing_key(credential.secret_access_key, parsed.date, parsed.region)
+        matches = partial(
+            _signature_matches,
+            key,
+            parsed.signature,
             method=method,
-            raw_path=raw_path,
-            query_string=query_string,
-            headers=headers,
-            body=body,
-            parsed=parsed,
-            lookup=self._lookup,
-            now=now,
-            max_skew_s=self._max_skew_s,
-            derive=self._signing_key,
+            canonical_headers=canonical_headers,
+            signed_headers=";".join(parsed.signed_headers),
+            payload_hash=payload_hash,
+            amz_date=stamp,
+            scope=f"{parsed.date}/{parsed.region}/{SERVICE}/{TERMINATOR}",
         )
+        canonical = (canonical_uri(raw_path), canonical_query(query_string))
+        if not matches(*canonical):
+            # curl (7.x --aws-sigv4) signs the path and query exactly as sent, without
+            # normalising, double-encoding or sorting; give such requests a second chance.
+            literal = (raw_path or "/", query_string)
+            if literal == canonical or not matches(*literal):
+                raise SigV4Error(INVALID_SIGNATURE, _MISMATCH_MESSAGE)
+        return Principal(credential.access_key_id, credential.account_id, parsed.region)
