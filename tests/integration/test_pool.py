@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import MODELS, is_running, worker_processes
+from tests.support import MODELS, REPO, is_running, worker_processes
 from workers import (
     Invocation,
     PoolClosed,
@@ -231,3 +233,39 @@ async def test_a_bug_in_one_workers_supervision_is_contained_to_that_worker(
     assert len(bugs) == 1
     assert bugs[0].exc_info is not None
     assert "planted supervision bug" in str(bugs[0].exc_info[1])
+
+
+# Run in a process of its own: with zygotes on, the manager makes its process a child
+# subreaper, which the test process should not become.
+RUNTIME_ZYGOTE_EXIT = """
+import asyncio, logging, pathlib, sys
+from tests.support import is_running
+from workers import PoolManager
+
+async def main():
+    manager = PoolManager(
+        private_root=pathlib.Path(sys.argv[1]), log=logging.getLogger("t"), zygotes=True
+    )
+    async with manager.running():
+        zygote = manager.runtime_zygote_pid()
+        assert zygote is not None and is_running(zygote)
+    print(zygote, is_running(zygote))
+
+asyncio.run(main())
+"""
+
+
+def test_leaving_the_manager_waits_for_the_runtime_zygote_to_exit(tmp_path: Path) -> None:
+    """The runtime zygote has exited by the time the manager is left, not a moment after
+    (it would outlive a gateway that exits right then)."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUNTIME_ZYGOTE_EXIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    pid, running = done.stdout.split()
+    assert running == "False"
+    assert not is_running(int(pid))

@@ -110,6 +110,8 @@ class PoolManager:
                 with anyio.move_on_after(SHUTDOWN_WAIT_S, shield=True):
                     for pool in pools:
                         await pool.wait_closed()
+                    if self._runtime is not None:
+                        await self._runtime.wait_closed()
         finally:
             if self._placer is not None:
                 self._placer.close()

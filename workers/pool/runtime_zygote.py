@@ -97,6 +97,12 @@ class RuntimeZygote:
         if self._link is not None:
             self._link.close()
 
+    async def wait_closed(self) -> None:
+        """After ``close``: wait until the zygote process has exited (it exits when its
+        control socket closes), so it does not outlive the gateway by a moment."""
+        if self._link is not None:
+            await self._link.process.wait()
+
     async def keep(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the runtime zygote and restart it whenever it dies; cold starts fall
         back to fresh interpreters meanwhile. Reports started (``task_status``) once the
