@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.edge.sigv4 import Principal, Verifier, parse_authorization
+from gateway.edge.sigv4 import Verifier, parse_authorization
 from gateway.sagemaker.errors import ServiceError, request_timeout, validation_error
+from gateway.sagemaker.names import Scope
 
 
 async def read_body(
@@ -70,8 +71,9 @@ async def authenticate(
     body_limit: int,
     body_timeout_s: float,
     error: Callable[[str], ServiceError] = validation_error,
-) -> tuple[Principal, bytes]:
-    """Verify the request's signature; return who signed it and the body.
+) -> tuple[Scope, bytes]:
+    """Verify the request's signature; return the scope the caller acts in (the signing
+    key's account, the credential scope's region) and the body.
 
     Raises SigV4Error for a missing or bad signature and ServiceError for a body over
     ``body_limit`` or not received within ``body_timeout_s``.
@@ -80,7 +82,7 @@ async def authenticate(
     body = await read_body(request, body_limit, body_timeout_s, error=error)
     # The path exactly as received: yarl's parts may decode or re-encode it.
     raw_path, _, query = request.raw_path.partition("?")
-    principal = verifier.verify(
+    signer = verifier.verify(
         method=request.method,
         raw_path=raw_path,
         query_string=query,
@@ -89,4 +91,4 @@ async def authenticate(
         parsed=parsed,
         now=now,
     )
-    return principal, body
+    return Scope(signer.account_id, signer.region), body

@@ -19,7 +19,6 @@ from gateway.control.api import KNOWN, MAX_INPUT_BYTES, ControlPlane
 from gateway.edge.auth import authenticate
 from gateway.edge.sigv4 import Verifier
 from gateway.sagemaker.errors import ServiceError, validation_exception
-from gateway.sagemaker.names import Scope
 
 TARGET_PREFIX: Final = "SageMaker."
 CONTENT_TYPE: Final = "application/x-amz-json-1.1"
@@ -75,7 +74,7 @@ class ControlRequests:
     async def handle(self, request: web.Request, request_id: str) -> web.Response:
         """Run one operation. Raises ServiceError or SigV4Error; the router maps them."""
         name = operation_name(request.headers.get("X-Amz-Target"), KNOWN)
-        principal, raw = await authenticate(
+        caller, raw = await authenticate(
             request,
             self._verifier,
             now=self._clock.wall(),
@@ -83,6 +82,5 @@ class ControlRequests:
             body_timeout_s=self._body_timeout_s,
             error=validation_exception,
         )
-        caller = Scope(principal.account_id, principal.region)
         output = await self._control.call(name, caller, parse_body(raw))
         return success_response(output, request_id)

@@ -16,7 +16,6 @@ from gateway.clock import Clock
 from gateway.edge.auth import authenticate
 from gateway.edge.sigv4 import Verifier
 from gateway.runtime.invoke import Answer, InvocationContext, Runtime
-from gateway.sagemaker.names import Scope
 from gateway.telemetry.invocation import server_attributes
 from gateway.telemetry.recorder import Telemetry
 
@@ -76,18 +75,18 @@ class InvokeEndpoint:
         span: Span | None,
         started: float,
     ) -> web.Response:
-        principal, body = await authenticate(
+        caller, body = await authenticate(
             request,
             self._verifier,
             now=self._clock.wall(),
             body_limit=self._max_payload_bytes,
             body_timeout_s=self._body_timeout_s,
         )
-        ctx.account_id = principal.account_id
-        ctx.region = principal.region
+        ctx.account_id = caller.account_id
+        ctx.region = caller.region
         headers = request.headers
         answer = await self._runtime.invoke(
-            Scope(principal.account_id, principal.region),
+            caller,
             unquote(raw_name),
             body,
             content_type=headers.get(CONTENT_TYPE),

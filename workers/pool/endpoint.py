@@ -272,9 +272,7 @@ class EndpointPool:
         """Give an endpoint with traffic a model zygote for its next cold starts."""
         if self._zygotes is not None:
             self._model_zygote.maybe_begin(
-                self._launcher.runtime_zygote(),
-                invocations=self._invocations,
-                closing=self._closing,
+                self._launcher.runtime_zygote(), invocations=self._invocations
             )
 
     def _model_zygote_ready(self) -> None:

@@ -122,7 +122,7 @@ class Launcher:
         private_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=self._private_root))
         worker: WorkerProcess | None = None
         try:
-            worker = await self.launch(private_dir, model_zygote)
+            worker = await self._launch(private_dir, model_zygote)
             worker.launch_ms = (self._now() - started) * 1000.0
             on_started(worker)
             supervised = self._run_background(
@@ -143,7 +143,7 @@ class Launcher:
             raise
         return worker
 
-    async def launch(self, private_dir: Path, model_zygote: ZygoteLink | None) -> WorkerProcess:
+    async def _launch(self, private_dir: Path, model_zygote: ZygoteLink | None) -> WorkerProcess:
         """Start a worker in ``private_dir`` from the cheapest tier available: a fork of
         ``model_zygote`` (the endpoint's, if ready), of the runtime zygote, or a fresh
         interpreter. It begins loading at once; call ``wait_ready`` next. Raises OSError
@@ -154,14 +154,9 @@ class Launcher:
             runtime_zygote=runtime is not None,
         )
         request = self.fork_request(private_dir)
+        zygotes = {MODEL_ZYGOTE: model_zygote, RUNTIME_ZYGOTE: runtime}
         for tier in tiers:
-            zygote = (
-                model_zygote
-                if tier == MODEL_ZYGOTE
-                else runtime
-                if tier == RUNTIME_ZYGOTE
-                else None
-            )
+            zygote = zygotes.get(tier)
             if zygote is None:
                 return await WorkerProcess.spawn(
                     self._spec,

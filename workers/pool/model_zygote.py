@@ -95,17 +95,18 @@ class ModelZygote:
         """A zygote process of this endpoint still runs (ready, or closed and exiting)."""
         return self._link is not None and self._link.alive
 
-    def maybe_begin(self, runtime: ZygoteLink | None, *, invocations: int, closing: bool) -> None:
+    def maybe_begin(self, runtime: ZygoteLink | None, *, invocations: int) -> None:
         """Start a model zygote from ``runtime`` in the background (state STARTING) when
         policy says the endpoint wants one now (``wants_model_zygote``)."""
-        if runtime is None or not wants_model_zygote(
+        wanted = wants_model_zygote(
             invocations=invocations,
             has_one=self.state is not ModelZygoteState.NONE,
-            runtime_zygote=True,
-            closing=closing,
+            runtime_zygote=runtime is not None,
+            closing=self._closing(),
             now=self._now(),
             retry_at=self.retry_at,
-        ):
+        )
+        if runtime is None or not wanted:
             return
         self.state = ModelZygoteState.STARTING
         if not self._run_background(self._start(runtime)):
@@ -165,7 +166,7 @@ class ModelZygote:
         """Stop the ready zygote once its keep-alive after the endpoint's
         ``last_activity`` has passed (a later one may be started); return when to look
         again (None: there is nothing to expire)."""
-        if not (self.alive and self.state is ModelZygoteState.READY):
+        if self.ready() is None:
             return None
         plan = plan_model_zygote(
             last_activity=last_activity, zygote_idle_timeout_s=idle_timeout_s, now=now

@@ -39,7 +39,6 @@ class BackgroundTasks:
     def __init__(self, group: TaskGroup, log: logging.Logger) -> None:
         self._group = group
         self._log = log
-        self.bugs = 0
 
     def __call__(
         self, coro: Coroutine[Any, Any, None], *, on_bug: Callable[[], None] | None = None
@@ -60,7 +59,6 @@ class BackgroundTasks:
         try:
             await coro
         except Exception:
-            self.bugs += 1
             self._log.exception("bug in background task %s; contained to it", _name(coro))
             if on_bug is not None:
                 on_bug()
