@@ -42,7 +42,7 @@ CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=120.0)
 # The line both servers write once they serve.
 READY = re.compile(r"accepting invocations on http://127\.0\.0\.1:(\d+)")
 TIER = re.compile(r"tier=([\w-]+)")
-WORKER_PID = re.compile(r"worker-pid=(\d+)")
+HOST_PID = re.compile(r"\bworker=(\d+)")
 
 
 def progress(message: str) -> None:
@@ -413,8 +413,10 @@ class Answer:
 
     @property
     def worker_pid(self) -> int | None:
-        """The pid a model put in CustomAttributes as ``worker-pid=PID``, if any."""
-        match = WORKER_PID.search(self.custom_attributes or "")
+        """For a cold start, the new worker's pid on this host, as the gateway's
+        cold-start header names it (``worker=PID``); None for a warm answer. (The pid a
+        model reports itself is its sandbox namespace's.)"""
+        match = HOST_PID.search(self.cold_start or "")
         return int(match.group(1)) if match else None
 
 

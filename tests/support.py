@@ -132,10 +132,19 @@ def toml_config(
     quotas: dict[str, int] | None = None,
     server: dict[str, Any] | None = None,
     extra: str = "",
+    sandbox: str | None = "off",
 ) -> str:
-    """A gateway config: port 0, the given state dir, and the given endpoints."""
+    """A gateway config: port 0, the given state dir, and the given endpoints.
+
+    ``sandbox``: the ``[sandbox] mode`` (None: no ``[sandbox]`` table; ``extra`` may
+    bring one). Off by default: these tests tell workers apart by the pid model code
+    reports (``os.getpid()``), which a sandbox's pid namespace hides by design; the
+    sandbox has its own tests (``test_sandbox.py``).
+    """
     lines = ["[server]", "port = 0", f'state_dir = "{state_dir}"', "shutdown_grace_s = 10"]
     lines += [f"{key} = {_toml(value)}" for key, value in (server or {}).items()]
+    if sandbox is not None:
+        lines += ["[sandbox]", f'mode = "{sandbox}"']
     for section, values in (("pool", pool), ("quotas", quotas)):
         if values:
             lines.append(f"[{section}]")
@@ -187,8 +196,11 @@ class Gateway:
         return self.children(RUNTIME_ZYGOTE_NAME) + self.children(MODEL_ZYGOTE_NAME)
 
     def children(self, name: str) -> list[int]:
-        """Live children of the gateway whose process name is ``name``."""
+        """Live children of the gateway whose process name is ``name``, and those of its
+        model zygotes (a sandboxed model zygote's workers are its own children)."""
         pids = [pid for pid in children_of(self.pid) if is_running(pid)]
+        zygotes = [pid for pid in pids if process_name(pid) == MODEL_ZYGOTE_NAME]
+        pids += [pid for zygote in zygotes for pid in children_of(zygote) if is_running(pid)]
         self.children_seen.update(pids)
         return [pid for pid in pids if process_name(pid) == name]
 

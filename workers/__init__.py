@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from workers.pool.endpoint import PoolStatistics as PoolStatistics
     from workers.pool.manager import PoolManager as PoolManager
     from workers.pool.placement import Placer as Placer
+    from workers.pool.sandbox import Sandboxes as Sandboxes
+    from workers.pool.sandbox import sandbox_unavailable as sandbox_unavailable
     from workers.pool.spec import Invocation as Invocation
     from workers.pool.spec import InvocationResult as InvocationResult
     from workers.pool.spec import PoolLimits as PoolLimits
@@ -50,6 +52,8 @@ EXPORTS: Final = {
     "PoolStatistics": "workers.pool.endpoint",
     "PoolManager": "workers.pool.manager",
     "Placer": "workers.pool.placement",
+    "Sandboxes": "workers.pool.sandbox",
+    "sandbox_unavailable": "workers.pool.sandbox",
     "Invocation": "workers.pool.spec",
     "InvocationResult": "workers.pool.spec",
     "PoolLimits": "workers.pool.spec",

@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
         configure_logging(settings.server.log_level, settings.server.log_format)
-        return run(settings, demo=args.demo)
+        return run(settings, demo=args.demo, config_path=args.config)
     except SettingsError as error:
         print(f"coldbrew: {error}", file=sys.stderr)
         return 2

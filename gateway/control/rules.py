@@ -21,8 +21,8 @@ def check_model(document: Mapping[str, Any]) -> Mapping[str, Any]:
     Coldbrew cannot run (model packages, multi-model, pipelines) or serverless excludes."""
     if document.get("VpcConfig") is not None:
         raise unsupported("VPC configuration", "vpcConfig")
-    if document.get("EnableNetworkIsolation"):
-        raise unsupported("Network isolation", "enableNetworkIsolation")
+    # EnableNetworkIsolation is honoured: the model's workers get a network namespace
+    # with loopback only (see workers.child.sandbox).
     containers = document.get("Containers")
     primary = document.get("PrimaryContainer")
     if primary is not None and containers:

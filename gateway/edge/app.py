@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
@@ -31,7 +32,14 @@ from gateway.store.registry import Registry
 from gateway.telemetry.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from gateway.telemetry.recorder import Telemetry
 from gateway.telemetry.spans import SpanBatch
-from workers import EnforcerUnavailable, Placer, PoolManager, detect_enforcer
+from workers import (
+    EnforcerUnavailable,
+    Placer,
+    PoolManager,
+    Sandboxes,
+    detect_enforcer,
+    sandbox_unavailable,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +88,80 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_placer(settings: Settings, log: logging.Logger) -> Placer | None:
-    """The worker resource limits in force (cgroups or the fallback), or None when off.
-    Raises SettingsError naming ``pool.cpu_limits`` when a forced mode is not available
-    here."""
+def build_sandboxes(
+    settings: Settings, log: logging.Logger, *, secrets: Iterable[Path] = ()
+) -> Sandboxes | None:
+    """How model code is sandboxed here (None: it is not), per ``[sandbox] mode``, the
+    machine, and how many accounts are served. ``secrets``: paths (the config file)
+    covered wherever a sandbox's read-only view of the system would show them.
+
+    Raises SettingsError naming ``sandbox.mode`` when the mode is on and this machine
+    cannot build sandboxes, or when it cannot while more than one account is served and
+    the mode is not explicitly off: accounts do not trust each other."""
+    sandbox = settings.sandbox
+    accounts = sorted({credential.account_id for credential in effective_credentials(settings)})
+    if sandbox.mode == "off":
+        log.warning(
+            "SANDBOX OFF: model code runs as the gateway's user (%s accounts), with its "
+            "privileges and its view of the machine; nothing is isolated",
+            len(accounts),
+        )
+        return None
+    reason = (
+        "pool.zygotes is false (sandboxes are built on a zygote's fork path)"
+        if not settings.pool.zygotes
+        else sandbox_unavailable()
+    )
+    if reason is not None:
+        if sandbox.mode == "on":
+            raise SettingsError(f"sandboxes cannot be built here: {reason}", "sandbox.mode")
+        if len(accounts) > 1:
+            raise SettingsError(
+                f"{len(accounts)} accounts are configured, but sandboxes cannot be built here "
+                f'({reason}); set mode = "off" to serve them without isolation',
+                "sandbox.mode",
+            )
+        log.warning(
+            "SANDBOX UNAVAILABLE (%s): model code runs as the gateway's user, with its "
+            "privileges and its view of the machine; serving one account only",
+            reason,
+        )
+        return None
+    if len(accounts) > sandbox.uid_count:
+        raise SettingsError(
+            f"{len(accounts)} accounts need {len(accounts)} uids; uid_count is {sandbox.uid_count}",
+            "sandbox.uid_count",
+        )
+    state_dir = settings.server.state_path()
+    sandboxes = Sandboxes(
+        accounts=tuple(accounts),
+        uid_base=sandbox.uid_base,
+        root=state_dir / "sandbox-root",
+        hidden=tuple(str(path.resolve()) for path in (state_dir, *secrets)),
+        tmp_bytes=sandbox.tmp_size_mb * 1024 * 1024,
+    )
+    log.info(
+        "sandbox on: %d accounts, uids from %d, pids limit %d, private area %d MB",
+        len(accounts),
+        sandbox.uid_base,
+        sandbox.pids_limit,
+        sandbox.tmp_size_mb,
+    )
+    return sandboxes
+
+
+def build_placer(
+    settings: Settings, log: logging.Logger, *, pids_limit: int | None = None
+) -> Placer | None:
+    """The worker resource limits in force (cgroups or the fallback), or None when off;
+    ``pids_limit`` caps each worker's tasks. Raises SettingsError naming
+    ``pool.cpu_limits`` when a forced mode is not available here."""
     mode = settings.pool.cpu_limits
     if mode == "off":
         log.info("worker limits: off")
         return None
     try:
-        enforcer = detect_enforcer(prefer=mode, log=log)
+        enforcer = detect_enforcer(prefer=mode, log=log, pids_limit=pids_limit)
     except EnforcerUnavailable as unavailable:
         raise SettingsError(
             f"{mode!r} cannot be used on this machine: {unavailable}", "pool.cpu_limits"
@@ -106,6 +178,7 @@ def build_app(
     clock: Clock,
     log: logging.Logger,
     placer: Placer | None = None,
+    sandboxes: Sandboxes | None = None,
     meter_provider: MeterProvider | None = None,
     spans: SpanBatch | None = None,
     sampler: Sampler | None = None,
@@ -126,6 +199,8 @@ def build_app(
         preload=pool_settings.preload,
         learned_path=state_dir / "learned-imports.json",
         placer=placer,
+        sandboxes=sandboxes,
+        runtime_idle_timeout_s=pool_settings.zygote_idle_timeout_s,
     )
     lifecycle = Lifecycle(
         registry=registry,

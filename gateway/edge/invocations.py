@@ -110,8 +110,11 @@ def answer_response(answer: Answer, request_id: str) -> web.Response:
         headers[CUSTOM_ATTRIBUTES] = result.custom_attributes
     if result.cold_start:
         # Not a SageMaker header (clients ignore it): which warm tier started the
-        # worker this request waited for, and how long that took.
-        headers[COLD_START] = f"tier={result.tier}; init-ms={result.init_ms or 0.0:.1f}"
+        # worker this request waited for, how long that took, and the worker's pid on
+        # the host (as the gateway's log names it).
+        headers[COLD_START] = (
+            f"tier={result.tier}; init-ms={result.init_ms or 0.0:.1f}; worker={result.worker_pid}"
+        )
     response = web.Response(body=result.body, headers=headers)
     # Set after construction: aiohttp would otherwise append a charset the model
     # did not ask for.

@@ -14,13 +14,14 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.control.declared import deploy_declared, deploy_demo
-from gateway.edge.app import build_app, build_placer
+from gateway.edge.app import build_app, build_placer, build_sandboxes
 from gateway.settings import Settings, check_bind_safety
 from gateway.store.registry import Registry
 from gateway.telemetry.exporter import ExporterLogging, exporting_spans
@@ -31,12 +32,14 @@ from gateway.telemetry.spans import SpanBatch
 LOG = logging.getLogger("coldbrew")
 
 
-def run(settings: Settings, *, demo: bool = False) -> int:
+def run(settings: Settings, *, demo: bool = False, config_path: Path | None = None) -> int:
     """Serve until stopped. Returns the process exit code. Raises SettingsError when the
-    settings are unsafe to serve with."""
+    settings are unsafe to serve with. ``config_path``: the file they came from (model
+    code never sees it)."""
     check_bind_safety(settings)
+    secrets = () if config_path is None else (config_path,)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings, demo=demo, clock=Clock()))
+        runner.run(serve(settings, demo=demo, clock=Clock(), secrets=secrets))
     return 0
 
 
@@ -45,8 +48,11 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=1024)
 
 
-async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
+async def serve(
+    settings: Settings, *, demo: bool, clock: Clock, secrets: tuple[Path, ...] = ()
+) -> None:
     """Start, log one line once invocations are accepted, and run until a stop signal."""
+    sandboxes = build_sandboxes(settings, LOG, secrets=secrets)
     state_dir = settings.server.state_path()
     state_dir.mkdir(parents=True, exist_ok=True)
     with Registry(state_dir / "registry.sqlite3") as registry:
@@ -57,7 +63,8 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
             LOG.info("preparing the demo model in %s", state_dir)
             model_dir = await asyncio.to_thread(ensure_demo_model, state_dir)
             deploy_demo(registry, settings, model_dir, now=clock.wall())
-        placer = build_placer(settings, LOG)
+        pids_limit = settings.sandbox.pids_limit if sandboxes is not None else None
+        placer = build_placer(settings, LOG, pids_limit=pids_limit)
         providers = build_providers(os.environ, LOG)
         page = PrometheusReader(providers.page_reader)
         try:
@@ -68,6 +75,7 @@ async def serve(settings: Settings, *, demo: bool, clock: Clock) -> None:
                     clock=clock,
                     log=LOG,
                     placer=placer,
+                    sandboxes=sandboxes,
                     meter_provider=providers.meter_provider,
                     spans=spans,
                     sampler=providers.sampler,

@@ -122,6 +122,8 @@ def build_deployment(
             model_dir=model_dir,
             memory_mb=variant.memory_mb,
             environment=dict(container.get("Environment") or {}),
+            account=scope.account_id,
+            network_isolation=bool(model_document.get("EnableNetworkIsolation")),
         ),
         limits=PoolLimits(
             max_workers=max_workers,

@@ -31,6 +31,7 @@ from gateway.settings.sections import (
     EndpointDeclaration,
     PoolSettings,
     QuotaSettings,
+    SandboxSettings,
     ServerSettings,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "EndpointDeclaration",
     "PoolSettings",
     "QuotaSettings",
+    "SandboxSettings",
     "ServerSettings",
     "Settings",
     "SettingsError",

@@ -24,6 +24,7 @@ from gateway.settings.sections import (
     EndpointDeclaration,
     PoolSettings,
     QuotaSettings,
+    SandboxSettings,
     ServerSettings,
 )
 
@@ -50,6 +51,10 @@ class Settings:
     )
     pool: PoolSettings = field(
         default_factory=PoolSettings, metadata=meta("Lifetimes and deadlines of workers.")
+    )
+    sandbox: SandboxSettings = field(
+        default_factory=SandboxSettings,
+        metadata=meta("How model code is isolated from the gateway and other accounts."),
     )
     endpoints: tuple[EndpointDeclaration, ...] = setting(
         (),

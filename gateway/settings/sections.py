@@ -306,3 +306,45 @@ class PoolSettings:
 
     def __post_init__(self) -> None:
         validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSettings:
+    """How model code is kept from the gateway and from other accounts' models."""
+
+    mode: str = setting(
+        "auto",
+        "on: every process that runs model code is sandboxed (its account's uid, no "
+        "capabilities, seccomp, its own pid, mount and ipc namespaces, a read-only view of "
+        "the system); the gateway refuses to start where that cannot be built (it needs "
+        "root). auto: on where it can be built; elsewhere off, and then only one account "
+        "may be served. off: nothing is isolated (one trusted user only).",
+        one_of("auto", "on", "off"),
+    )
+    uid_base: int = setting(
+        200_000,
+        "The first uid (and gid) given to model code; each account gets its own, from here "
+        "up in the order of account ids. Use a range no other user of the machine has.",
+        between(1, 2**31 - 2),
+    )
+    uid_count: int = setting(
+        65_536,
+        "How many uids from uid_base are Coldbrew's: at least the number of accounts.",
+        between(1, 2**24),
+    )
+    pids_limit: int = setting(
+        512,
+        "Processes and threads each worker may have at once (its pids cgroup): a fork bomb "
+        "stops there.",
+        between(16, 4_194_304),
+    )
+    tmp_size_mb: int = setting(
+        5120,
+        "Size of each sandbox's private writable area (/tmp, also HOME): SageMaker "
+        "Serverless Inference's 5 GB of ephemeral storage. It is memory-backed, so it "
+        "counts against the worker's memory.",
+        between(1, 1_048_576),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)

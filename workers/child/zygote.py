@@ -23,8 +23,8 @@ the order a zygote's life uses them, in ``workers.wire.messages``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
-import importlib
 import os
 import signal
 import socket
@@ -32,9 +32,11 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
+from workers.child.preload import installation_roots, preload
 from workers.wire.framing import (
     CLOSED_INSIDE_A_FRAME,
     PRELUDE,
@@ -48,10 +50,12 @@ from workers.wire.kernel import (
     MODEL_ZYGOTE_NAME,
     RUNTIME_ZYGOTE_NAME,
     WORKER_NAME,
+    ParentWatch,
     die_with_parent,
     set_process_name,
     thread_count,
 )
+from workers.wire.sandbox import MODEL_DIR, SandboxSpec
 
 if TYPE_CHECKING:
     from workers.child.handler import ModelHandler
@@ -66,6 +70,9 @@ if TYPE_CHECKING:
         ZygoteReady,
     )
 
+# File descriptors one frame may carry: a fork's channel and log, and a cgroup file per
+# hierarchy (cpu, memory, pids: at most a handful).
+MAX_FDS = 16
 # How long a forked process waits to be adopted by the gateway before giving up.
 ADOPTION_DEADLINE_S = 2.0
 # Imported before anything else, so every worker starts with them already in memory.
@@ -82,16 +89,17 @@ class ForkRefused(Exception):
     """This zygote cannot fork safely now (a thread is running)."""
 
 
-def await_adoption(gateway_pid: int) -> None:
-    """In a double-forked process: wait until the gateway has adopted it, then die with
-    the gateway. Exits if the gateway is gone."""
+def await_adoption(gateway_pid: int, parent: Callable[[], int] = os.getppid) -> None:
+    """In a double-forked process: wait until the gateway has adopted it (``parent``
+    says the parent's pid as the gateway counts it), then die with the gateway. Exits if
+    the gateway is gone."""
     deadline = time.monotonic() + ADOPTION_DEADLINE_S
     # The intermediate process exits right after forking us; adoption follows at once.
-    while os.getppid() != gateway_pid:
+    while parent() != gateway_pid:
         if time.monotonic() > deadline:
             os._exit(71)
         time.sleep(0.0002)
-    die_with_parent(gateway_pid)
+    die_with_parent(gateway_pid, parent)
 
 
 def recv_frame_with_fds(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
@@ -100,7 +108,11 @@ def recv_frame_with_fds(sock: socket.socket) -> tuple[dict[str, Any], bytes, lis
 
     Raises ProtocolError on a torn or invalid frame and OSError on socket errors.
     """
-    start, fds, _flags, _addr = socket.recv_fds(sock, PRELUDE.size, 4)
+    start, fds, flags, _addr = socket.recv_fds(sock, PRELUDE.size, MAX_FDS)
+    if flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise ProtocolError(f"more than {MAX_FDS} file descriptors came with a frame")
     if not start:
         return None
     prelude = start + _recv_rest(sock, PRELUDE.size - len(start))
@@ -132,20 +144,37 @@ def scan_thread_pools() -> Any:
 
 
 class Zygote:
-    """The serve loop of a zygote. ``handler`` is set in a model zygote."""
+    """The serve loop of a zygote. ``handler`` is set in a model zygote; ``sandboxed``
+    when it runs in a sandbox (as pid 1 of its namespace): it then forks once, its
+    workers are its children in its sandbox, and it outlives them."""
 
     def __init__(
-        self, control: socket.socket, gateway_pid: int, handler: ModelHandler | None = None
+        self,
+        control: socket.socket,
+        gateway_pid: int,
+        handler: ModelHandler | None = None,
+        *,
+        sandboxed: bool = False,
     ) -> None:
         self.control = control
         self.gateway_pid = gateway_pid
         self.handler = handler
+        self.sandboxed = sandboxed
+        # A sandboxed zygote's workers still running (it outlives them).
+        self.workers: set[int] = set()
         self.thread_pools = scan_thread_pools()
 
     def serve(self) -> int:
+        if self.sandboxed:
+            # Pid 1 reaps its namespace: exited workers and what they left behind.
+            signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.reap_children())
         while True:
             frame = recv_frame_with_fds(self.control)
             if frame is None:
+                if self.sandboxed:
+                    # Its exit would kill its workers: they finish first (what else
+                    # its namespace holds ends with it).
+                    self.outlive_workers()
                 return 0
             header, _body, fds = frame
             try:
@@ -160,13 +189,14 @@ class Zygote:
         any other message."""
         kind = header["t"]
         if kind == "preload":
-            outcome = preload(cast("Preload", header).get("modules") or [])
+            modules = cast("Preload", header).get("modules") or []
+            outcome = preload(modules, only_under=installation_roots())
             self.thread_pools = scan_thread_pools()
             return outcome
         if kind != "fork":
             raise ProtocolError(f"unexpected message {kind!r}")
         error: ForkError
-        if len(fds) != 2:
+        if len(fds) < 2:
             error = {"t": "error", "message": f"fork needs 2 file descriptors, got {len(fds)}"}
             return error
         try:
@@ -178,19 +208,29 @@ class Zygote:
         return forked
 
     def fork(self, request: Fork, fds: list[int]) -> int:
-        """Double-fork a worker or a model zygote; return its pid."""
+        """Double-fork a worker or a model zygote (in a sandbox of its own when the
+        request has one); return its pid. In a sandboxed zygote, fork a worker once and
+        return its pid in this sandbox's namespace."""
         if thread_count() != 1:
             raise ForkRefused(f"zygote has {thread_count()} threads; forking is unsafe")
+        if self.sandboxed:
+            return self._fork_in_sandbox(request, fds)
+        sandbox = request.get("sandbox")
+        spec = SandboxSpec.from_json(sandbox) if sandbox is not None else None
         report_r, report_w = os.pipe()
         intermediate = os.fork()
         if intermediate == 0:
             code = 1
             try:
                 os.close(report_r)
+                if spec is not None:
+                    from workers.child.sandbox import unshare_for
+
+                    unshare_for(spec)
                 grandchild = os.fork()
                 if grandchild == 0:
                     os.close(report_w)
-                    self._become(request, fds)  # never returns
+                    run_forked(lambda: self._become(request, fds, spec))
                 os.write(report_w, struct.pack(">i", grandchild))
                 code = 0
             finally:
@@ -206,31 +246,96 @@ class Zygote:
         (pid,) = struct.unpack(">i", data)
         return int(pid)
 
-    def _become(self, request: Fork, fds: list[int]) -> None:
-        """In the new process: set it up as a worker or a model zygote and run it."""
-        code = 1
+    def reap_children(self) -> None:
+        """Collect every exited child (workers, and orphans this pid 1 adopted), without
+        waiting for one that still runs."""
         try:
-            channel_fd, log_fd = fds
-            os.setsid()
+            while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:
+                self.workers.discard(pid)
+        except ChildProcessError:
+            pass
+
+    def outlive_workers(self) -> None:
+        """Wait until every worker this zygote forked has exited."""
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for pid in list(self.workers):
+            with contextlib.suppress(ChildProcessError):  # reaped already
+                os.waitpid(pid, 0)
+        self.workers.clear()
+
+    def _fork_in_sandbox(self, request: Fork, fds: list[int]) -> int:
+        """Fork one worker of this sandboxed model zygote: it shares the zygote's
+        sandbox, and only joins the cgroups the gateway made for it."""
+        pid = os.fork()
+        if pid != 0:
+            self.workers.add(pid)
+            return pid
+        run_forked(lambda: self._serve_in_sandbox(request, fds))
+
+    def _serve_in_sandbox(self, request: Fork, fds: list[int]) -> int:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        # The zygote is pid 1 here: when it dies the kernel ends this namespace.
+        die_with_parent(1)
+        channel = self._take_descriptors(fds)
+        prepare_process(request, fds[2:], self.thread_pools, sandboxed=True)
+        set_process_name(WORKER_NAME)
+        return run_worker(channel, request, self.handler, sandboxed=True)
+
+    def _become(self, request: Fork, fds: list[int], spec: SandboxSpec | None) -> int:
+        """In the new process: set it up as a worker or a model zygote (in the sandbox
+        ``spec``, if any) and run it; its exit status."""
+        os.setsid()
+        if spec is None:
             await_adoption(self.gateway_pid)
-            redirect_output(log_fd)
-            self.control.close()
-            os.closerange(3, channel_fd)
-            os.closerange(channel_fd + 1, 1024)
-            channel = socket.socket(fileno=channel_fd)
-            prepare_process(request, self.thread_pools)
-            model_zygote = request["role"] == "model-zygote"
-            set_process_name(MODEL_ZYGOTE_NAME if model_zygote else WORKER_NAME)
-            if model_zygote:
-                code = run_model_zygote(channel, request, self.gateway_pid)
-            else:
-                code = run_worker(channel, request, self.handler)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        else:
+            # Pid 1 of a namespace of its own: getppid says 0 there.
+            parent = ParentWatch()
+            await_adoption(self.gateway_pid, parent)
+        channel = self._take_descriptors(fds, keep=() if spec is None else (parent.fd,))
+        prepare_process(request, fds[2:], self.thread_pools, sandboxed=spec is not None)
+        if spec is not None:
+            from workers.child.sandbox import enter
+
+            enter(spec, gateway_pid=self.gateway_pid, parent=parent)
+        model_zygote = request["role"] == "model-zygote"
+        set_process_name(MODEL_ZYGOTE_NAME if model_zygote else WORKER_NAME)
+        if model_zygote:
+            return run_model_zygote(channel, request, self.gateway_pid, spec is not None)
+        return run_worker(channel, request, self.handler, sandboxed=spec is not None)
+
+    def _take_descriptors(self, fds: list[int], keep: tuple[int, ...] = ()) -> socket.socket:
+        """In a new process: its output to its log, every descriptor closed but its
+        channel (returned), its cgroup files (``fds[2:]``) and ``keep``."""
+        channel_fd, log_fd = fds[:2]
+        redirect_output(log_fd)
+        self.control.close()
+        close_all_but({channel_fd, *fds[2:], *keep})
+        return socket.socket(fileno=channel_fd)
+
+
+def run_forked(body: Callable[[], int]) -> NoReturn:
+    """In a forked process: run ``body`` and exit with its status (1 and the traceback
+    on the log when it raises), never returning into the zygote's loop."""
+    code = 1
+    try:
+        code = body()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def close_all_but(keep: set[int]) -> None:
+    """Close every descriptor from 3 up but those in ``keep``."""
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1024)
 
 
 def redirect_output(log_fd: int) -> None:
@@ -242,42 +347,52 @@ def redirect_output(log_fd: int) -> None:
     os.close(log_fd)
 
 
-def prepare_process(request: Fork, thread_pools: Any = None) -> None:
-    """Environment, directory and resource placement of a freshly forked process."""
+def prepare_process(
+    request: Fork, cgroup_fds: list[int], thread_pools: Any = None, *, sandboxed: bool = False
+) -> None:
+    """Environment, directory and resource placement of a freshly forked process: it
+    joins the cgroups whose files the gateway opened for it (``cgroup_fds``, closed
+    here). A sandboxed process gets its directory from the sandbox instead."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.update(request.get("env") or {})
     placement = request.get("placement")
+    # A model zygote stays single-threaded (it forks): its workers get the threads.
+    workers_threads = request["role"] == "worker"
     if placement is not None:
         from workers.child.limits import join_placement
         from workers.wire.messages import Placement
 
-        join_placement(Placement.from_json(placement))
+        join_placement(Placement.from_json(placement), cgroup_fds, environment=workers_threads)
     private_dir = request.get("private_dir")
-    if private_dir:
+    if private_dir and not sandboxed:
         os.environ["HOME"] = os.environ["TMPDIR"] = private_dir
         os.chdir(private_dir)
     # Frameworks imported in the zygote were told to start no threads; a worker gets the
     # threads its vCPUs allow (nothing to do when that is one).
     threads = os.environ.get("OMP_NUM_THREADS", "1")
-    if thread_pools is not None and threads.isdigit() and int(threads) > 1:
+    if workers_threads and thread_pools is not None and threads.isdigit() and int(threads) > 1:
         thread_pools.limit(limits=int(threads))
 
 
-def run_worker(channel: socket.socket, request: Fork, handler: ModelHandler | None) -> int:
+def run_worker(
+    channel: socket.socket, request: Fork, handler: ModelHandler | None, *, sandboxed: bool
+) -> int:
     from workers.child.serve import run, serve
 
-    model_dir = Path(request["model_dir"])
+    model_dir = Path(MODEL_DIR if sandboxed else request["model_dir"])
     limit = int(request["max_response_bytes"])
     return run(channel, lambda: serve(channel, model_dir, limit, handler))
 
 
-def run_model_zygote(channel: socket.socket, request: Fork, gateway_pid: int) -> int:
+def run_model_zygote(
+    channel: socket.socket, request: Fork, gateway_pid: int, sandboxed: bool
+) -> int:
     """Load the endpoint's model once, then fork workers that share it."""
     from workers.child.serve import load_model
 
     started = time.perf_counter()
-    handler = load_model(channel, Path(request["model_dir"]))
+    handler = load_model(channel, Path(MODEL_DIR if sandboxed else request["model_dir"]))
     if handler is None:
         return 3
     unsuitable: Unsuitable
@@ -303,33 +418,7 @@ def run_model_zygote(channel: socket.socket, request: Fork, gateway_pid: int) ->
         "imports": sorted(handler.imported_modules),
     }
     send_frame(channel, ready)
-    return Zygote(channel, gateway_pid, handler).serve()
-
-
-def preload(modules: list[str]) -> Preloaded:
-    """Import ``modules`` here so forked workers start with them; report what failed,
-    and (``threaded``) the modules whose import started a thread: after that, forking
-    here is unsafe, and the gateway replaces this zygote with one that skips them."""
-    imported: list[str] = []
-    failed: list[str] = []
-    threaded: list[str] = []
-    threads = thread_count()
-    for name in modules:
-        if name in sys.modules:
-            continue
-        try:
-            importlib.import_module(name)
-        except BaseException:  # a module that fails to import is skipped, never fatal
-            failed.append(name)
-        else:
-            imported.append(name)
-        now = thread_count()
-        if now != threads:
-            threaded.append(name)
-            threads = now
-    gc.collect()
-    gc.freeze()
-    return {"t": "preloaded", "imported": imported, "failed": failed, "threaded": threaded}
+    return Zygote(channel, gateway_pid, handler, sandboxed=sandboxed).serve()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ProtocolError(f"expected start, got {header['t']!r}")
         modules = cast("Start", header).get("preload") or []
         started = time.perf_counter()
-        outcome = preload([*BASE_IMPORTS, *map(str, modules)])
+        outcome = preload([*BASE_IMPORTS, *map(str, modules)], only_under=installation_roots())
         ready: ZygoteReady = {
             "t": "ready",
             "pid": os.getpid(),

@@ -33,6 +33,7 @@ from workers.pool.policy import (
     plan_warm,
 )
 from workers.pool.process import WorkerProcess
+from workers.pool.sandbox import Sandboxes
 from workers.pool.spec import Invocation, InvocationResult, PoolLimits, WorkerSpec
 from workers.pool.tasks import RunBackground
 from workers.pool.watch import Watch, explain
@@ -79,6 +80,7 @@ class EndpointPool:
         log: logging.Logger,
         zygotes: ZygoteSource | None = None,
         placer: Placer | None = None,
+        sandboxes: Sandboxes | None = None,
     ) -> None:
         self.spec = spec
         self.limits = limits
@@ -98,12 +100,15 @@ class EndpointPool:
             log=log,
             zygotes=zygotes,
             placer=placer,
+            sandboxes=sandboxes,
         )
         self._model_zygote = ModelZygote(
             label=spec.label,
             private_root=private_root,
             now=now,
-            fork_request=lambda private_dir: self._launcher.fork_request(private_dir, place=False),
+            # The model zygote runs model_fn: within the endpoint's limits, as a worker.
+            fork_request=self._launcher.fork_request,
+            release=self._launcher.release_placement,
             deadline_s=limits.setup_timeout_s,
             closing=lambda: self._closing,
             run_background=run_background,
@@ -177,6 +182,7 @@ class EndpointPool:
                 cold_start=True,
                 tier=worker.tier,
                 init_ms=worker.init_ms,
+                worker_pid=worker.pid,
                 phases=cold_start_phases(
                     worker.tier,
                     worker.init_ms or 0.0,
@@ -377,6 +383,11 @@ class EndpointPool:
             now=now,
         )
         return min((at for at in (plan.next_check_at, zygote_at) if at is not None), default=None)
+
+    @property
+    def has_processes(self) -> bool:
+        """A worker or the model zygote of this pool still runs."""
+        return bool(self._live) or self._model_zygote.alive
 
     def _check_all_exited(self) -> None:
         if not self._live and not self._model_zygote.alive:

@@ -23,10 +23,12 @@ from workers.pool.placement import Placer
 from workers.pool.policy import MODEL_ZYGOTE, RUNTIME_ZYGOTE, cold_start_tiers
 from workers.pool.process import WorkerProcess
 from workers.pool.processes import describe_exit
+from workers.pool.sandbox import Sandboxes
 from workers.pool.spec import PoolLimits, WorkerSpec
 from workers.pool.tasks import RunBackground
 from workers.pool.zygote_link import ZygoteBroken, ZygoteLink
 from workers.wire.messages import ForkRequest
+from workers.wire.sandbox import MODEL_DIR, PRIVATE_DIR
 
 
 class ZygoteSource(Protocol):
@@ -34,6 +36,10 @@ class ZygoteSource(Protocol):
 
     def link(self) -> ZygoteLink | None:
         """The runtime zygote, when it is up and ready."""
+        ...
+
+    async def wait_link(self, timeout_s: float) -> ZygoteLink | None:
+        """The runtime zygote once it is ready, waiting up to ``timeout_s`` for it."""
         ...
 
     def learn(self, modules: Iterable[str]) -> None:
@@ -62,6 +68,7 @@ class Launcher:
         log: logging.Logger,
         zygotes: ZygoteSource | None,
         placer: Placer | None,
+        sandboxes: Sandboxes | None = None,
     ) -> None:
         self._spec = spec
         self._limits = limits
@@ -72,6 +79,13 @@ class Launcher:
         self._log = log
         self._zygotes = zygotes
         self._placer = placer
+        self._sandbox = (
+            None
+            if sandboxes is None
+            else sandboxes.spec_for(
+                spec.account, spec.model_dir, network=not spec.network_isolation
+            ).to_json()
+        )
 
     def runtime_zygote(self) -> ZygoteLink | None:
         return self._zygotes.link() if self._zygotes is not None else None
@@ -88,18 +102,21 @@ class Launcher:
             placement["env"] = {
                 key: value for key, value in placement["env"].items() if key not in spec.environment
             }
+        sandboxed = self._sandbox is not None
         return {
             "role": "worker",
             "model_dir": str(spec.model_dir),
             "env": worker_environment(
                 spec.environment,
                 inherited={},
-                private_dir=private_dir,
-                model_dir=spec.model_dir,
+                # Inside a sandbox: its private area and the model's SageMaker path.
+                private_dir=Path(PRIVATE_DIR) if sandboxed else private_dir,
+                model_dir=Path(MODEL_DIR) if sandboxed else spec.model_dir,
             ),
             "private_dir": str(private_dir),
             "placement": placement,
             "max_response_bytes": self._limits.max_response_bytes,
+            "sandbox": self._sandbox,
         }
 
     async def start(
@@ -149,6 +166,9 @@ class Launcher:
         interpreter. It begins loading at once; call ``wait_ready`` next. Raises OSError
         when not even a fresh interpreter can be started."""
         runtime = self.runtime_zygote()
+        if runtime is None and self._sandbox is not None and self._zygotes is not None:
+            # Sandboxes are built on a zygote's fork path: wait for this account's.
+            runtime = await self._zygotes.wait_link(self._limits.setup_timeout_s)
         tiers = cold_start_tiers(
             model_zygote=model_zygote is not None and model_zygote.alive,
             runtime_zygote=runtime is not None,
@@ -158,6 +178,8 @@ class Launcher:
         for tier in tiers:
             zygote = zygotes.get(tier)
             if zygote is None:
+                if self._sandbox is not None:
+                    raise OSError("no runtime zygote to start a sandboxed worker from")
                 return await WorkerProcess.spawn(
                     self._spec,
                     max_response_bytes=self._limits.max_response_bytes,
@@ -206,6 +228,16 @@ class Launcher:
         worker.settled.set()
         shutil.rmtree(worker.private_dir, ignore_errors=True)
         on_exited(worker)
+
+    async def release_placement(self, name: str) -> None:
+        """Remove the placement prepared under ``name`` (a process that has exited); a
+        cgroup the kernel will not give up is logged."""
+        if self._placer is None:
+            return
+        try:
+            await asyncio.to_thread(self._placer.release, name)
+        except OSError as error:
+            self._log.error("%s: could not release %s's limits: %s", self._spec.label, name, error)
 
     async def _release_placement(self, worker: WorkerProcess) -> None:
         """Read the kernel's verdict on the exited worker, then remove its cgroups. A

@@ -15,9 +15,11 @@ import enum
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
+
+import anyio
 
 from workers.pool.output import forward_output
 from workers.pool.policy import plan_model_zygote, wants_model_zygote
@@ -46,8 +48,10 @@ class ModelZygoteState(enum.Enum):
 class ModelZygote:
     """One endpoint's model zygote, if any.
 
-    ``fork_request`` builds the fork message for a zygote's private directory, and
-    ``deadline_s`` bounds its model load; ``closing`` tells whether the pool closed
+    ``fork_request`` builds the fork message for a zygote's private directory (its
+    placement included: the zygote runs model_fn within the endpoint's limits), and
+    ``release`` removes that placement after the zygote exited; ``deadline_s`` bounds its
+    model load; ``closing`` tells whether the pool closed
     meanwhile (a zygote ready then is closed at once). ``run_background`` runs its start
     and its supervision under the pool owner's task group. ``on_ready`` is called when a
     zygote is ready (a process more to wait for at close, an expiry for the reaper),
@@ -62,6 +66,7 @@ class ModelZygote:
         private_root: Path,
         now: Callable[[], float],
         fork_request: Callable[[Path], ForkRequest],
+        release: Callable[[str], Awaitable[None]],
         deadline_s: float,
         closing: Callable[[], bool],
         run_background: RunBackground,
@@ -73,6 +78,7 @@ class ModelZygote:
         self._private_root = private_root
         self._now = now
         self._fork_request = fork_request
+        self._release = release
         self._deadline_s = deadline_s
         self._closing = closing
         self._run_background = run_background
@@ -114,24 +120,27 @@ class ModelZygote:
 
     async def _start(self, runtime: ZygoteLink) -> None:
         private_dir = Path(tempfile.mkdtemp(prefix="zygote-", dir=self._private_root))
-        # The zygote loads the model outside any worker's placement: it is no worker.
-        request = self._fork_request(private_dir)
         try:
+            request = self._fork_request(private_dir)
             if not runtime.alive:
                 raise ZygoteBroken("runtime zygote is gone")
             link = await start_model_zygote(runtime, request, deadline_s=self._deadline_s)
         except ZygoteUnsuitable as reason:
             self.state = ModelZygoteState.UNSUITABLE
             self._log.info("%s: no model zygote: %s", self._label, reason)
-            shutil.rmtree(private_dir, ignore_errors=True)
+            await self._forget(private_dir)
             return
-        except WorkerError as error:
+        except (WorkerError, OSError) as error:
             self.state = ModelZygoteState.NONE
             self.retry_at = self._now() + RETRY_AFTER_FAILURE_S
             if not self._closing():  # closing cuts a start short; that is no failure
                 self._log.warning("%s: model zygote failed to start: %s", self._label, error)
-            shutil.rmtree(private_dir, ignore_errors=True)
+            await self._forget(private_dir)
             return
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._forget(private_dir)
+            raise
         self._link = link
         self.state = ModelZygoteState.READY
         self._on_ready()
@@ -156,9 +165,15 @@ class ModelZygote:
             if self.state is ModelZygoteState.READY:
                 # It died (an expired one was set to NONE before it was closed).
                 self.state = ModelZygoteState.NONE
-        await asyncio.to_thread(shutil.rmtree, private_dir, True)
+        await self._forget(private_dir)
         self._log.info("%s %s", prefix, describe_exit(returncode))
         self._on_exit()
+
+    async def _forget(self, private_dir: Path) -> None:
+        """Remove what a zygote that is gone (or never ran) held: its directory and its
+        placement (which also ends whatever it left in its cgroups)."""
+        await asyncio.to_thread(shutil.rmtree, private_dir, True)
+        await self._release(private_dir.name)
 
     def expire_nowait(
         self, *, last_activity: float, idle_timeout_s: float, now: float

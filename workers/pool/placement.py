@@ -8,6 +8,7 @@ whether the kernel killed it for memory and removes what it prepared.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,30 @@ class Placer:
 
     def close(self) -> None:
         self._enforcer.close()
+
+
+def open_cgroup_files(placement: Mapping[str, Any] | None) -> list[int]:
+    """Open, for writing, the files a process joins its cgroups through (see
+    ``workers.child.limits.join_placement``): ``tasks`` in a cgroup v1 hierarchy,
+    ``cgroup.procs`` in v2. The caller owns the descriptors (close them once sent).
+    Raises OSError naming the file; nothing stays open then."""
+    if placement is None:
+        return []
+    fds: list[int] = []
+    try:
+        for procs in placement["cgroup_procs"]:
+            path = (
+                os.path.join(os.path.dirname(procs), "tasks") if placement["cgroup_v1"] else procs
+            )
+            try:
+                fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot open {path}: {exc.strerror}") from exc
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def over_memory(pid: int, limit_bytes: int) -> bool:

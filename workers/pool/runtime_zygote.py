@@ -9,9 +9,11 @@ for good and the zygote replaced by one that does not import it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Final, cast
 
@@ -50,7 +52,9 @@ class RuntimeZygote:
         cwd: Path,
         run_background: RunBackground,
         log: logging.Logger,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._now = now
         self._learned_path = learned_path
         self._inherited_env = inherited_env
         self._cwd = cwd
@@ -58,18 +62,33 @@ class RuntimeZygote:
         self._log = log
         # In the order learned (a module's dependencies before it); the set answers
         # "known?" for the thousands of names a deep-learning stack imports.
+        self._configured = tuple(preload)
         self._preload = list(dict.fromkeys([*preload, *self._read_learned()]))
         self._preload_set = set(self._preload)
-        # Modules whose import started a thread in the runtime zygote: never pre-imported
-        # again (for this gateway's life; the learned file drops them).
-        self._start_threads: set[str] = set()
+        # Modules whose import started a thread in the runtime zygote, or hung or crashed
+        # it: never pre-imported again (for this gateway's life; the learned file drops
+        # them).
+        self._refused: set[str] = set()
         self._link: ZygoteLink | None = None
+        self._up = asyncio.Event()
         self._closing = False
+        # When it was last asked for (its owner may stop it after a quiet spell).
+        self.last_used = now()
 
     def link(self) -> ZygoteLink | None:
         """The runtime zygote when it is up; None while it (re)starts."""
+        self.last_used = self._now()
         link = self._link
         return link if link is not None and link.alive else None
+
+    async def wait_link(self, timeout_s: float) -> ZygoteLink | None:
+        """The runtime zygote once it is up, waiting up to ``timeout_s`` (None then)."""
+        with anyio.move_on_after(timeout_s):
+            while (link := self.link()) is None and not self._closing:
+                await self._up.wait()
+                self._up.clear()
+            return link
+        return None
 
     def pid(self) -> int | None:
         link = self.link()
@@ -80,7 +99,7 @@ class RuntimeZygote:
         new = [
             name
             for name in dict.fromkeys(modules)
-            if name not in self._preload_set and name not in self._start_threads
+            if name not in self._preload_set and name not in self._refused
         ]
         if not new:
             return
@@ -94,6 +113,7 @@ class RuntimeZygote:
     def close(self) -> None:
         """Stop it for good (shutdown): the keeper must be cancelled first."""
         self._closing = True
+        self._up.set()
         if self._link is not None:
             self._link.close()
 
@@ -121,12 +141,16 @@ class RuntimeZygote:
                 )
             except (ZygoteBroken, OSError) as error:
                 self._log.error("runtime zygote failed to start: %s", error)
+                self._forget_learned("its start failed")
             if first_attempt:
                 task_status.started()
                 first_attempt = False
+            self._up.set()
             if self._link is not None:
                 delay = RETRY_FIRST_S
                 await self._serve(self._link)
+            if self._closing:
+                return
             await anyio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
@@ -145,8 +169,12 @@ class RuntimeZygote:
         returncode = await link.process.wait()
         link.kill()
         self._link = None
-        # At shutdown the keeper is cancelled before the zygote is closed, so an exit
-        # seen here is a death: the keeper starts a new one.
+        if self._closing:
+            # Stopped by its owner after a quiet spell (at shutdown the keeper is
+            # cancelled before the zygote is closed).
+            self._log.info("%s stopped", prefix)
+            return
+        # An exit seen here is a death: the keeper starts a new one.
         self._log.warning("%s %s; restarting it", prefix, describe_exit(returncode))
 
     async def _preload_into(self, link: ZygoteLink, modules: list[str]) -> None:
@@ -156,7 +184,8 @@ class RuntimeZygote:
             answer = cast(Preloaded, await link.request(request))
         except ZygoteBroken as error:
             if not self._closing:  # closing the zygote cuts its requests short
-                self._log.warning("runtime zygote: %s", error)
+                # Importing them hung or crashed it: never again (it is replaced).
+                self._drop(modules, f"pre-importing them failed ({error})")
             return
         self._drop_threaded(link, answer)
         failed = [str(name) for name in answer.get("failed") or []]
@@ -174,8 +203,8 @@ class RuntimeZygote:
         threaded = [str(name) for name in answer.get("threaded") or []]
         if not threaded:
             return
-        self._start_threads.update(threaded)
-        self._preload = [name for name in self._preload if name not in self._start_threads]
+        self._refused.update(threaded)
+        self._preload = [name for name in self._preload if name not in self._refused]
         self._preload_set = set(self._preload)
         self._write_learned()
         self._log.warning(
@@ -185,6 +214,24 @@ class RuntimeZygote:
             "it" if len(threaded) == 1 else "them",
         )
         link.close()
+
+    def _drop(self, modules: list[str], why: str) -> None:
+        """Never pre-import ``modules`` again, saying ``why``."""
+        self._refused.update(modules)
+        self._preload = [name for name in self._preload if name not in self._refused]
+        self._preload_set = set(self._preload)
+        self._write_learned()
+        shown = ", ".join(modules[:FAILED_NAMES_SHOWN])
+        if len(modules) > FAILED_NAMES_SHOWN:
+            shown += f" and {len(modules) - FAILED_NAMES_SHOWN} more"
+        self._log.warning("runtime zygote: dropped %s from its pre-imports: %s", shown, why)
+
+    def _forget_learned(self, why: str) -> None:
+        """Back to the configured pre-imports only, when the learned ones may be why the
+        zygote cannot start (one of them hangs or crashes it)."""
+        learned = [name for name in self._preload if name not in self._configured]
+        if learned:
+            self._drop(learned, why)
 
     def _read_learned(self) -> list[str]:
         if self._learned_path is None:

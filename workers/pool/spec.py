@@ -13,13 +13,17 @@ class WorkerSpec:
 
     ``label`` names the endpoint in logs. ``environment`` is the container's Environment:
     it becomes the worker's environment on top of a minimal clean base (never the
-    gateway's own variables).
+    gateway's own variables). ``account`` owns the model: its workers run in its
+    sandbox, as its uid, forked from its runtime zygote. ``network_isolation`` (the
+    model's EnableNetworkIsolation) leaves them only a loopback network.
     """
 
     label: str
     model_dir: Path
     memory_mb: int
     environment: Mapping[str, str] = field(default_factory=dict)
+    account: str = ""
+    network_isolation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,9 @@ class InvocationResult:
     # "spawn") and how long until the worker was READY, in ms.
     tier: str | None = None
     init_ms: float | None = None
+    # For a cold start: the new worker's pid on the host (model code sees its own pid
+    # in its sandbox's namespace).
+    worker_pid: int | None = None
     # How long the model took to answer (the worker call), in ms.
     model_ms: float = 0.0
     # For a cold start: (phase, ms) in order: "fork" or "spawn", "imports", "model_fn",

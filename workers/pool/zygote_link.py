@@ -23,7 +23,13 @@ from typing import Any, Final, cast
 from workers.pool.environment import INHERITED_KEYS
 from workers.pool.limits import BLAS_SPIN_ENV
 from workers.pool.output import channel_reader, log_channel
-from workers.pool.processes import AdoptedProcess, ProcessLike, describe_exit
+from workers.pool.placement import open_cgroup_files
+from workers.pool.processes import (
+    AdoptedProcess,
+    ProcessLike,
+    describe_exit,
+    watch_sandboxed_child,
+)
 from workers.wire.errors import SetupFailed, WorkerError
 from workers.wire.framing import PRELUDE, ProtocolError, decode_header, decode_prelude, encode_frame
 from workers.wire.messages import (
@@ -86,11 +92,15 @@ class ZygoteLink:
         control: socket.socket,
         output: asyncio.StreamReader,
         kind: str,
+        *,
+        sandboxed: bool = False,
     ) -> None:
         control.setblocking(False)
         self.process = process
         self.output = output
         self.kind = kind
+        # A model zygote in a sandbox: its workers are its children, in its namespaces.
+        self.sandboxed = sandboxed
         self._control = control
         self._lock = asyncio.Lock()
         self.broken = False
@@ -157,21 +167,35 @@ class ZygoteLink:
             return await self.read_message(deadline_s)
 
     async def fork(self, request: ForkRequest) -> ForkedProcess:
-        """Have the zygote fork a worker or a model zygote; return it, adopted."""
+        """Have the zygote fork a worker or a model zygote; return it, adopted (or, from
+        a sandboxed model zygote, watched: it is that zygote's child)."""
+        cgroup_fds = open_cgroup_files(request.get("placement"))
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_ours, log_theirs = log_channel()
         try:
             try:
-                fds = [child_end.fileno(), log_theirs.fileno()]
+                fds = [child_end.fileno(), log_theirs.fileno(), *cgroup_fds]
                 message: Fork = {**request, "t": "fork"}
                 answer = await self.request(message, fds)
             finally:
                 child_end.close()
                 log_theirs.close()
+                for fd in cgroup_fds:
+                    os.close(fd)
             if answer.get("t") != "forked":
                 # A ForkError says why.
                 raise ZygoteBroken(f"{self.kind} zygote refused to fork: {answer.get('message')}")
-            process = AdoptedProcess(int(cast(Forked, answer)["pid"]))
+            pid = int(cast(Forked, answer)["pid"])
+            if self.sandboxed:
+                # The pid counts in the zygote's namespace, and the zygote runs model
+                # code: only a child of its own is taken for the answer.
+                try:
+                    process = watch_sandboxed_child(self.process.pid, pid)
+                except ProcessLookupError as exc:
+                    self.kill()
+                    raise ZygoteBroken(f"{self.kind} zygote failed: {exc}") from exc
+            else:
+                process = AdoptedProcess(pid)
             output = await channel_reader(log_ours)
         except BaseException:
             parent_end.close()
@@ -259,7 +283,8 @@ async def start_model_zygote(
     """
     model_zygote: ForkRequest = {**request, "role": "model-zygote"}
     forked = await runtime.fork(model_zygote)
-    link = ZygoteLink(forked.process, forked.channel, forked.output, "model")
+    sandboxed = request.get("sandbox") is not None
+    link = ZygoteLink(forked.process, forked.channel, forked.output, "model", sandboxed=sandboxed)
     try:
         message = await link.read_message(deadline_s)
     except ZygoteBroken as error:

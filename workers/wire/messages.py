@@ -146,7 +146,9 @@ class ForkRequest(TypedDict):
     ``role``: the new process serves as a worker, or loads the model as a model zygote.
     ``env``: variables set in the new process; ``private_dir``: its HOME, TMPDIR and
     working directory; ``placement``: a ``Placement.to_json()`` it joins before any model
-    code runs, or None; ``max_response_bytes``: a worker's payload limit.
+    code runs, or None; ``max_response_bytes``: a worker's payload limit; ``sandbox``: a
+    ``workers.wire.sandbox.SandboxSpec.to_json()`` the new process enters before any
+    model code runs (a sandboxed model zygote's workers share its sandbox instead).
     """
 
     role: Literal["worker", "model-zygote"]
@@ -155,12 +157,15 @@ class ForkRequest(TypedDict):
     private_dir: str
     placement: dict[str, Any] | None
     max_response_bytes: int
+    sandbox: NotRequired[dict[str, Any] | None]
 
 
 class Fork(ForkRequest):
     """gateway -> zygote: fork a worker or a model zygote. File descriptors [channel,
-    log] ride with it. Every fork is a double fork, so the gateway adopts the new
-    process."""
+    log, cgroup files...] ride with it (the cgroup files the gateway opened for the new
+    process to join its groups through). A runtime zygote's fork is a double fork, so the
+    gateway adopts the new process; a sandboxed model zygote's workers are its own
+    children in its pid namespace, and ``Forked`` counts their pid there."""
 
     t: Literal["fork"]
 

@@ -55,7 +55,7 @@ def _v2_mounts(root: Path) -> Iterator[Path]:
             yield candidate
 
 
-def _probe_cgroup2(root: Path, log: logging.Logger) -> Cgroup2Enforcer:
+def _probe_cgroup2(root: Path, log: logging.Logger, pids_limit: int | None) -> Cgroup2Enforcer:
     mounts = list(_v2_mounts(root))
     if not mounts:
         raise EnforcerUnavailable(f"cgroup2 unavailable: no cgroup2 mount at {root}")
@@ -68,15 +68,20 @@ def _probe_cgroup2(root: Path, log: logging.Logger) -> Cgroup2Enforcer:
         raise EnforcerUnavailable(
             f"cgroup2 unavailable: {base} offers controllers {offered}, lacks {missing}"
         )
+    wanted = ["cpu", "memory"]
+    if pids_limit is not None:
+        if "pids" not in offered:
+            raise EnforcerUnavailable(f"cgroup2 unavailable: {base} lacks the pids controller")
+        wanted.append("pids")
     enabled = (base / "cgroup.subtree_control").read_text().split()
-    added = [c for c in ("cpu", "memory") if c not in enabled]
+    added = [c for c in wanted if c not in enabled]
     try:
         for controller in added:
             write(base / "cgroup.subtree_control", f"+{controller}")
     except OSError as exc:
         _disable(base, added, log)
         raise EnforcerUnavailable(f"cgroup2 unavailable: {exc}") from exc
-    enforcer = Cgroup2Enforcer(base / f"coldbrew-{os.getpid()}", log)
+    enforcer = Cgroup2Enforcer(base / f"coldbrew-{os.getpid()}", log, pids_limit=pids_limit)
     try:
         enforcer.establish()
     except EnforcerUnavailable:
@@ -107,7 +112,7 @@ def _v1_max_quota_us(mount: Path, own: Path) -> int | None:
     return int(min(ratios) * CFS_PERIOD_US) if ratios else None
 
 
-def _probe_cgroup1(root: Path, log: logging.Logger) -> Cgroup1Enforcer:
+def _probe_cgroup1(root: Path, log: logging.Logger, pids_limit: int | None) -> Cgroup1Enforcer:
     # Resolved: a distribution may link both names to one hierarchy (cpu,memory).
     cpu_mount, memory_mount = (root / "cpu").resolve(), (root / "memory").resolve()
     if not (cpu_mount / "cpu.cfs_quota_us").exists():
@@ -120,11 +125,19 @@ def _probe_cgroup1(root: Path, log: logging.Logger) -> Cgroup1Enforcer:
     own_cpu = _locate(cpu_mount, own["cpu"])
     own_memory = _locate(memory_mount, own["memory"])
     parent_name = f"coldbrew-{os.getpid()}"
+    pids_mount = (root / "pids").resolve()
+    pids_parent = None
+    if pids_limit is not None:
+        if "pids" not in own or not (pids_mount / "tasks").exists():
+            raise EnforcerUnavailable(f"cgroup1 unavailable: no v1 pids hierarchy at {pids_mount}")
+        pids_parent = _locate(pids_mount, own["pids"]) / parent_name
     enforcer = Cgroup1Enforcer(
         own_cpu / parent_name,
         own_memory / parent_name,
         log,
         max_quota_us=_v1_max_quota_us(cpu_mount, own_cpu),
+        pids_parent=pids_parent,
+        pids_limit=pids_limit,
     )
     enforcer.establish()
     return enforcer
@@ -136,14 +149,17 @@ def detect_enforcer(
     root_v2: Path = Path("/sys/fs/cgroup"),
     root_v1: Path = Path("/sys/fs/cgroup"),
     log: logging.Logger,
+    pids_limit: int | None = None,
 ) -> Enforcer:
     """The enforcer for this machine: ``prefer`` ``"auto"`` tries cgroup v2, then v1, then
     the fallback; naming a mode forces it.
 
     On success a cgroup mode has created the gateway's parent group(s); ``close`` removes
-    them. A failed probe leaves nothing behind. Raises ValueError for an unknown
-    ``prefer``, EnforcerUnavailable, with the reason, for a forced mode this machine
-    cannot provide, and RuntimeError when this process already has a cgroup enforcer.
+    them. ``pids_limit``: the tasks each worker may have (None: unlimited); a cgroup mode
+    without the pids controller is then unavailable. A failed probe leaves nothing
+    behind. Raises ValueError for an unknown ``prefer``, EnforcerUnavailable, with the
+    reason, for a forced mode this machine cannot provide, and RuntimeError when this
+    process already has a cgroup enforcer.
     """
     if prefer != "auto" and prefer not in MODES:
         raise ValueError(f"unknown limits mode {prefer!r}; expected auto or one of {MODES}")
@@ -152,7 +168,7 @@ def detect_enforcer(
         if prefer not in ("auto", mode):
             continue
         try:
-            return probe(root, log)
+            return probe(root, log, pids_limit)
         except (EnforcerUnavailable, OSError) as exc:
             reason = str(exc) if isinstance(exc, EnforcerUnavailable) else f"{mode} unusable: {exc}"
             if prefer == mode:

@@ -118,21 +118,26 @@ class Cgroup2Enforcer(_CgroupEnforcer):
 
     mode = "cgroup2"
 
-    def __init__(self, parent: Path, log: logging.Logger) -> None:
+    def __init__(self, parent: Path, log: logging.Logger, *, pids_limit: int | None = None) -> None:
         super().__init__([parent], log)
         self.parent = parent
+        # A fork bomb ends at this many tasks (processes and threads) per worker.
+        self.pids_limit = pids_limit
 
     def describe(self) -> str:
         return f"cgroup v2 (cpu.max, cpu.weight, memory.max, memory.swap.max) under {self.parent}"
 
     def _after_parent_created(self, parent: Path) -> None:
-        write(parent / "cgroup.subtree_control", "+cpu +memory")
+        pids = " +pids" if self.pids_limit is not None else ""
+        write(parent / "cgroup.subtree_control", f"+cpu +memory{pids}")
 
     def _configure(self, name: str, plan: ResourcePlan) -> None:
         group = _worker_dir(self.parent, name)
         write(group / "cpu.max", f"{plan.cpu_quota_us(CFS_PERIOD_US)} {CFS_PERIOD_US}")
         write(group / "cpu.weight", str(plan.cpu_weight))
         write(group / "memory.max", str(plan.memory_bytes))
+        if self.pids_limit is not None:
+            write(group / "pids.max", str(self.pids_limit))
         # Both exist only with swap accounting and on kernels from 4.19 on, respectively.
         for optional, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
             if (group / optional).exists():
@@ -161,11 +166,19 @@ class Cgroup1Enforcer(_CgroupEnforcer):
         log: logging.Logger,
         *,
         max_quota_us: int | None = None,
+        pids_parent: Path | None = None,
+        pids_limit: int | None = None,
     ) -> None:
-        super().__init__([cpu_parent, memory_parent], log)
+        parents = [cpu_parent, memory_parent]
+        if pids_parent is not None and pids_limit is not None:
+            parents.append(pids_parent)
+        super().__init__(parents, log)
         self.cpu_parent = cpu_parent
         self.memory_parent = memory_parent
         self.max_quota_us = max_quota_us
+        # A fork bomb ends at this many tasks (processes and threads) per worker.
+        self.pids_parent = pids_parent if pids_limit is not None else None
+        self.pids_limit = pids_limit
 
     def describe(self) -> str:
         return (
@@ -186,6 +199,8 @@ class Cgroup1Enforcer(_CgroupEnforcer):
         # memsw may never be below limit_in_bytes, so it is written second.
         if (memory / "memory.memsw.limit_in_bytes").exists():
             write(memory / "memory.memsw.limit_in_bytes", str(plan.memory_bytes))
+        if self.pids_parent is not None:
+            write(_worker_dir(self.pids_parent, name) / "pids.max", str(self.pids_limit))
 
     def out_of_memory(self, name: str) -> bool:
         """The ``oom_kill`` count of ``memory.oom_control``. Kernels before 4.13 lack it;
