@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -358,3 +359,27 @@ def test_without_a_sandbox_two_accounts_are_refused_unless_mode_is_off(tmp_path:
     single = run_unprivileged(tmp_path, toml_config(state, endpoints=endpoints, sandbox="auto"))
     assert single.returncode == 0, single.stdout
     assert "SANDBOX UNAVAILABLE" in single.stdout
+
+
+def test_an_idle_accounts_runtime_zygote_stops_and_starts_again_on_demand(
+    tmp_path: Path,
+) -> None:
+    config = toml_config(
+        tmp_path / "state",
+        endpoints={"attacker": {"account_id": ALICE, "model_dir": str(MODELS / "attacker")}},
+        pool={"idle_timeout_s": 0.2, "zygote_idle_timeout_s": 1.0},
+        extra=CREDENTIALS + SANDBOX,
+        sandbox=None,
+    )
+    with running_gateway(tmp_path, config) as gw:
+        # Both accounts' zygotes start with the gateway; neither has traffic, so both stop.
+        wait_until(
+            lambda: len(re.findall(r"runtime zygote \d+ stopped", gw.log())) == 2,
+            timeout=30,
+            what="both idle runtime zygotes to stop",
+        )
+        assert not [pid for pid in gw.zygote_pids() if is_running(pid)]
+        report = attack(gw, "identity")
+        assert report["uid"] != 0
+        started = [line for line in gw.log().splitlines() if "runtime zygote" in line]
+        assert sum("ready in" in line for line in started) == 3, started

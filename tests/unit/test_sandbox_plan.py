@@ -119,3 +119,18 @@ def test_a_planted_module_is_not_pre_imported(
         gc.unfreeze()
     assert outcome["failed"] == ["cb_planted_preload"]
     assert "cb_planted_preload" not in sys.modules
+
+
+def test_an_import_that_hangs_is_given_up_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cb_hangs_on_import.py").write_text("import time\ntime.sleep(600)\n")
+    (tmp_path / "cb_after_the_hang.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        outcome = preload(["cb_hangs_on_import", "cb_after_the_hang"], deadline_s=0.2)
+    finally:
+        gc.unfreeze()
+        sys.modules.pop("cb_after_the_hang", None)
+    assert outcome["failed"] == ["cb_hangs_on_import"]
+    assert outcome["imported"] == ["cb_after_the_hang"]

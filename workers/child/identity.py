@@ -47,27 +47,27 @@ def become(uid: int, gid: int) -> None:
     """Turn the calling root process into ``uid``/``gid`` with no privilege left."""
     if uid <= 0 or gid <= 0:
         raise OSError(f"refusing to run model code as uid {uid}, gid {gid}")
+    libc = ctypes.CDLL(None, use_errno=True)
     for capability in range(MAX_CAPABILITY + 1):
         try:
-            prctl(PR_CAPBSET_DROP, capability)
+            prctl(PR_CAPBSET_DROP, capability, libc=libc)
         except OSError:
             break
-    prctl(PR_SET_SECUREBITS, SECUREBITS)
+    prctl(PR_SET_SECUREBITS, SECUREBITS, libc=libc)
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     # Without SECBIT_KEEP_CAPS, leaving uid 0 empties the permitted and effective sets.
     os.setresuid(uid, uid, uid)
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    _clear_capabilities()
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, libc=libc)
+    _clear_capabilities(libc)
+    prctl(PR_SET_NO_NEW_PRIVS, 1, libc=libc)
     # Changing uid made the process non-dumpable, and its /proc entries root's: it could
     # not even list its own file descriptors. Nothing outside its namespaces can see it.
-    prctl(PR_SET_DUMPABLE, 1)
+    prctl(PR_SET_DUMPABLE, 1, libc=libc)
 
 
-def _clear_capabilities() -> None:
+def _clear_capabilities(libc: ctypes.CDLL) -> None:
     """capset(2) every set to empty (the inheritable set survives a uid change)."""
-    libc = ctypes.CDLL(None, use_errno=True)
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     if libc.capset(ctypes.byref(header), data) != 0:

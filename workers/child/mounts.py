@@ -94,13 +94,34 @@ def mount(
     )
 
 
-def build_root(spec: SandboxSpec) -> None:
+def build_root(spec: SandboxSpec, *, prepared: bool = False) -> None:
     """Build the sandbox's root on ``spec.root`` and enter it (pivot_root), in the calling
-    process's mount namespace, which must be its own. Afterwards ``/`` is read-only and
-    nosuid, ``/proc`` is this pid namespace's and ``/tmp`` the private area (mode 1777,
-    ``spec.tmp_bytes`` for all its files together: the kernel refuses a write past it)."""
+    process's mount namespace, which must be its own. ``prepared``: the namespace it was
+    copied from already holds the parts every sandbox of the account shares
+    (``prepare_root``), so only the model and the per-process mounts are left to do.
+    Afterwards ``/`` is read-only and nosuid, ``/proc`` is this pid namespace's and
+    ``/tmp`` the private area (mode 1777, ``spec.tmp_bytes`` for all its files
+    together: the kernel refuses a write past it)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    # Nothing mounted here may propagate back to the host's namespace.
+    if not prepared:
+        prepare_root(spec, libc)
+    root = spec.root
+    mount(libc, spec.model_dir, root + MODEL_DIR, None, MS_BIND | MS_REC)
+    _make_read_only(libc, root)
+    _pivot(libc, root)
+    mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    options = f"size={spec.tmp_bytes},mode=1777"
+    mount(libc, "tmpfs", PRIVATE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, options)
+
+
+def prepare_root(spec: SandboxSpec, libc: ctypes.CDLL | None = None) -> None:
+    """In the calling process's own mount namespace: make every mount private (nothing
+    mounted here propagates back to the host's namespace) and lay out on ``spec.root``
+    what every sandbox made from here shares: the read-only binds, the covers over
+    secrets, the device nodes, the mount points. A runtime zygote does this once at
+    start, so each fork only copies it (``build_root(prepared=True)``)."""
+    if libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
     mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     root = spec.root
     mount(libc, "tmpfs", root, "tmpfs", MS_NOSUID, ROOT_OPTIONS)
@@ -109,15 +130,8 @@ def build_root(spec: SandboxSpec) -> None:
     for path in spec.hidden:
         _cover(libc, root + path)
     _make_devices(root + "/dev")
-    os.makedirs(root + MODEL_DIR)
-    mount(libc, spec.model_dir, root + MODEL_DIR, None, MS_BIND | MS_REC)
-    for directory in ("/proc", PRIVATE_DIR):
+    for directory in (MODEL_DIR, "/proc", PRIVATE_DIR):
         os.makedirs(root + directory, exist_ok=True)
-    _make_read_only(libc, root)
-    _pivot(libc, root)
-    mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    options = f"size={spec.tmp_bytes},mode=1777"
-    mount(libc, "tmpfs", PRIVATE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, options)
 
 
 def _bind_same_path(libc: ctypes.CDLL, root: str, path: str) -> None:

@@ -68,10 +68,15 @@ def _on_deadline(_signum: int, _frame: FrameType | None) -> None:
     raise ImportTimedOut
 
 
-def preload(modules: list[str], *, only_under: tuple[str, ...] | None = None) -> Preloaded:
+def preload(
+    modules: list[str],
+    *,
+    only_under: tuple[str, ...] | None = None,
+    deadline_s: float = IMPORT_DEADLINE_S,
+) -> Preloaded:
     """Import ``modules`` here so forked workers start with them; report what failed
-    (raised, past its deadline, or, given ``only_under``, not provided from below those
-    directories: see ``installation_roots``), and (``threaded``) the modules whose
+    (raised, ran past ``deadline_s``, or, given ``only_under``, not provided from below
+    those directories: see ``installation_roots``), and (``threaded``) the modules whose
     import started a thread: after that, forking here is unsafe, and the gateway
     replaces this zygote with one that skips them."""
     imported: list[str] = []
@@ -87,7 +92,7 @@ def preload(modules: list[str], *, only_under: tuple[str, ...] | None = None) ->
                 failed.append(name)
                 continue
             try:
-                signal.setitimer(signal.ITIMER_REAL, IMPORT_DEADLINE_S)
+                signal.setitimer(signal.ITIMER_REAL, deadline_s)
                 try:
                     importlib.import_module(name)
                 finally:

@@ -24,7 +24,7 @@ import struct
 from typing import Final
 
 from workers.child.identity import become
-from workers.child.mounts import build_root
+from workers.child.mounts import build_root, prepare_root
 from workers.child.seccomp import install_filter
 from workers.wire.kernel import (
     CLONE_NEWIPC,
@@ -50,12 +50,16 @@ def unshare_for(spec: SandboxSpec) -> None:
     unshare(flags)
 
 
-def enter(spec: SandboxSpec, *, gateway_pid: int, parent: ParentWatch) -> None:
+def enter(
+    spec: SandboxSpec, *, gateway_pid: int, parent: ParentWatch, prepared: bool = False
+) -> None:
     """Finish the sandbox in the calling process (pid 1 of its namespace, root, adopted
-    by the gateway: ``parent`` tells by whom). Closes ``parent``."""
+    by the gateway: ``parent`` tells by whom). ``prepared``: its zygote laid out the
+    shared part of the root already (``workers.child.mounts.prepare_root``). Closes
+    ``parent``."""
     if not spec.network:
         loopback_up()
-    build_root(spec)
+    build_root(spec, prepared=prepared)
     become(spec.uid, spec.gid)
     try:
         die_with_parent(gateway_pid, parent)
@@ -73,3 +77,11 @@ def loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def prepare(spec: SandboxSpec) -> None:
+    """In a runtime zygote, once: a mount namespace of its own holding the part of the
+    root every sandbox of its account shares (see ``workers.child.mounts.prepare_root``),
+    which each fork then copies instead of building."""
+    unshare(CLONE_NEWNS)
+    prepare_root(spec)

@@ -155,11 +155,14 @@ class Zygote:
         handler: ModelHandler | None = None,
         *,
         sandboxed: bool = False,
+        prepared_root: str | None = None,
     ) -> None:
         self.control = control
         self.gateway_pid = gateway_pid
         self.handler = handler
         self.sandboxed = sandboxed
+        # Where this (runtime) zygote laid out the shared part of its sandboxes' root.
+        self.prepared_root = prepared_root
         # A sandboxed zygote's workers still running (it outlives them).
         self.workers: set[int] = set()
         self.thread_pools = scan_thread_pools()
@@ -297,7 +300,8 @@ class Zygote:
         if spec is not None:
             from workers.child.sandbox import enter
 
-            enter(spec, gateway_pid=self.gateway_pid, parent=parent)
+            prepared = spec.root == self.prepared_root
+            enter(spec, gateway_pid=self.gateway_pid, parent=parent, prepared=prepared)
         model_zygote = request["role"] == "model-zygote"
         set_process_name(MODEL_ZYGOTE_NAME if model_zygote else WORKER_NAME)
         if model_zygote:
@@ -440,6 +444,14 @@ def main(argv: list[str] | None = None) -> int:
         if header["t"] != "start":
             raise ProtocolError(f"expected start, got {header['t']!r}")
         modules = cast("Start", header).get("preload") or []
+        sandbox = cast("Start", header).get("sandbox")
+        prepared_root = None
+        if sandbox is not None:
+            from workers.child.sandbox import prepare
+
+            spec = SandboxSpec.from_json(sandbox)
+            prepare(spec)
+            prepared_root = spec.root
         started = time.perf_counter()
         outcome = preload([*BASE_IMPORTS, *map(str, modules)], only_under=installation_roots())
         ready: ZygoteReady = {
@@ -452,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             "threaded": outcome["threaded"],
         }
         send_frame(control, ready)
-        return Zygote(control, args.gateway).serve()
+        return Zygote(control, args.gateway, prepared_root=prepared_root).serve()
     except (OSError, ProtocolError) as exc:
         sys.stderr.write(f"zygote: connection to gateway lost: {exc}\n")
         return 4

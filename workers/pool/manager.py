@@ -167,6 +167,10 @@ class PoolManager:
             run_background=self._tasks(),
             log=self._log,
             now=self._now,
+            # It lays out what its account's sandboxes share once (any model will do).
+            sandbox=self._sandboxes.spec_for(account, Path("/"), network=True).to_json()
+            if self._sandboxes is not None and account
+            else None,
         )
         self._runtimes[account] = runtime
         if account:

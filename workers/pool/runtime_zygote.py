@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -53,8 +53,10 @@ class RuntimeZygote:
         run_background: RunBackground,
         log: logging.Logger,
         now: Callable[[], float] = time.monotonic,
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         self._now = now
+        self._sandbox = sandbox
         self._learned_path = learned_path
         self._inherited_env = inherited_env
         self._cwd = cwd
@@ -138,6 +140,7 @@ class RuntimeZygote:
                     inherited_env=self._inherited_env,
                     cwd=str(self._cwd),
                     deadline_s=START_DEADLINE_S,
+                    sandbox=self._sandbox,
                 )
             except (ZygoteBroken, OSError) as error:
                 self._log.error("runtime zygote failed to start: %s", error)

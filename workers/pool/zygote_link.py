@@ -227,9 +227,15 @@ def zygote_environment(inherited: Mapping[str, str]) -> dict[str, str]:
 
 
 async def start_runtime_zygote(
-    *, preload: list[str], inherited_env: Mapping[str, str], cwd: str, deadline_s: float
+    *,
+    preload: list[str],
+    inherited_env: Mapping[str, str],
+    cwd: str,
+    deadline_s: float,
+    sandbox: dict[str, Any] | None = None,
 ) -> ZygoteLink:
-    """Start the runtime zygote and wait until it has imported ``preload``.
+    """Start the runtime zygote and wait until it has imported ``preload`` (and laid out
+    the shared part of ``sandbox``, its account's sandboxes, if given).
 
     Raises ZygoteBroken when it fails to start in time.
     """
@@ -263,7 +269,7 @@ async def start_runtime_zygote(
         child_end.close()
     assert process.stdout is not None
     link = ZygoteLink(process, parent_end, process.stdout, "runtime")
-    start: Start = {"t": "start", "preload": preload}
+    start: Start = {"t": "start", "preload": preload, "sandbox": sandbox}
     answer = await link.request(start, deadline_s=deadline_s)
     if answer.get("t") != "ready":
         link.kill()

@@ -107,10 +107,13 @@ class Result(TypedDict):
 
 class Start(TypedDict):
     """gateway -> runtime zygote, first: the modules to pre-import (sent as a message,
-    since thousands of names would not fit a command line)."""
+    since thousands of names would not fit a command line), and, for sandboxed
+    workers, a ``SandboxSpec.to_json()`` of its account whose shared part it lays out
+    once (its model is a placeholder)."""
 
     t: Literal["start"]
     preload: list[str]
+    sandbox: NotRequired[dict[str, Any] | None]
 
 
 class ZygoteReady(TypedDict):
