@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from statistics import mean, median
@@ -166,6 +166,8 @@ class Plan:
     telemetry_cold_endpoints: int
     burst: int = 100
     concurrency: int = 16
+    # The gateways' [sandbox] mode: "off" measures what the sandbox costs.
+    sandbox: str = "auto"
 
 
 FULL = Plan(
@@ -392,7 +394,9 @@ def main_endpoints(plan: Plan) -> list[Endpoint]:
 
 async def main_gateway(plan: Plan, folder: Path, errors: list[str]) -> dict[str, object]:
     """Everything measured on a gateway with default pool settings."""
-    config = gateway_config(folder / "main.toml", folder / "main-state", main_endpoints(plan), {})
+    config = gateway_config(
+        folder / "main.toml", folder / "main-state", main_endpoints(plan), {}, plan.sandbox
+    )
     progress("starting the gateway and the bare echo server")
     async with (
         serving(gateway_argv(config), "gateway") as ours,
@@ -501,7 +505,9 @@ class ShortIdleBench:
 async def short_idle_gateway(plan: Plan, folder: Path, errors: list[str]) -> dict[str, object]:
     endpoints = [Endpoint(ZYGOTE, ECHO_PID_MODEL, 1), Endpoint(BURST, ECHO_PID_MODEL, plan.burst)]
     pool = {"idle_timeout_s": 0.3, "zygote_idle_timeout_s": 600.0}
-    config = gateway_config(folder / "short.toml", folder / "short-state", endpoints, pool)
+    config = gateway_config(
+        folder / "short.toml", folder / "short-state", endpoints, pool, plan.sandbox
+    )
     progress("starting a gateway with a 0.3 s worker keep-alive")
     async with serving(gateway_argv(config), "gateway-short") as ours:
         await ours.log.wait_for(RUNTIME_READY, within_s=ZYGOTE_DEADLINE_S)
@@ -535,7 +541,7 @@ async def sklearn_demo(plan: Plan, folder: Path, errors: list[str]) -> dict[str,
     await train_demo(model_dir)
     names = [IRIS.format(i) for i in range(plan.sklearn_endpoints + 1)]
     endpoints = [Endpoint(name, model_dir, 1) for name in names]
-    config = gateway_config(folder / "iris.toml", state, endpoints, {})
+    config = gateway_config(folder / "iris.toml", state, endpoints, {}, plan.sandbox)
     progress("phase A: the demo's first load teaches the runtime zygote its imports")
     async with serving(gateway_argv(config), "gateway-iris-a") as ours:
         await ours.log.wait_for(RUNTIME_READY, within_s=ZYGOTE_DEADLINE_S)
@@ -592,7 +598,9 @@ async def telemetry_gateway(
             for i in range(plan.telemetry_cold_endpoints)
         ),
     ]
-    config = gateway_config(folder / f"{name}.toml", folder / f"{name}-state", endpoints, {})
+    config = gateway_config(
+        folder / f"{name}.toml", folder / f"{name}-state", endpoints, {}, plan.sandbox
+    )
     async with serving(gateway_argv(config), name, gateway_env(collector)) as ours:
         await ours.log.wait_for(RUNTIME_READY, within_s=ZYGOTE_DEADLINE_S)
         exporting = ours.log.search(EXPORTING_TRACES) is not None
@@ -750,8 +758,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="instead of the figures, soak a gateway with mixed load for SECONDS (see soak.py)",
     )
+    parser.add_argument(
+        "--sandbox",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the gateways' [sandbox] mode (default auto: on where it can be built)",
+    )
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = replace(QUICK if args.quick else FULL, sandbox=args.sandbox)
     info = machine()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:

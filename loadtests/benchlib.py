@@ -304,15 +304,21 @@ class Endpoint:
 
 
 def gateway_config(
-    path: Path, state_dir: Path, endpoints: Sequence[Endpoint], pool: dict[str, float]
+    path: Path,
+    state_dir: Path,
+    endpoints: Sequence[Endpoint],
+    pool: dict[str, float],
+    sandbox: str = "auto",
 ) -> Path:
-    """Write a config for a gateway on 127.0.0.1 (any free port) with ``endpoints`` and the
-    ``[pool]`` settings ``pool``; return ``path``."""
+    """Write a config for a gateway on 127.0.0.1 (any free port) with ``endpoints``, the
+    ``[pool]`` settings ``pool`` and the ``[sandbox]`` mode ``sandbox``; return ``path``."""
     lines = [
         "[server]",
         'host = "127.0.0.1"',
         "port = 0",
         f"state_dir = {json.dumps(str(state_dir))}",
+        "[sandbox]",
+        f"mode = {json.dumps(sandbox)}",
     ]
     if pool:
         lines.append("[pool]")

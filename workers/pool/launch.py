@@ -27,6 +27,7 @@ from workers.pool.sandbox import Sandboxes
 from workers.pool.spec import PoolLimits, WorkerSpec
 from workers.pool.tasks import RunBackground
 from workers.pool.zygote_link import ZygoteBroken, ZygoteLink
+from workers.wire.errors import SetupFailed
 from workers.wire.messages import ForkRequest
 from workers.wire.sandbox import MODEL_DIR, PRIVATE_DIR
 
@@ -86,6 +87,12 @@ class Launcher:
                 spec.account, spec.model_dir, network=not spec.network_isolation
             ).to_json()
         )
+        if sandboxes is None and spec.network_isolation:
+            log.warning(
+                "%s: EnableNetworkIsolation is not honoured without the sandbox: its "
+                "workers keep the gateway's network",
+                spec.label,
+            )
 
     def runtime_zygote(self) -> ZygoteLink | None:
         return self._zygotes.link() if self._zygotes is not None else None
@@ -132,7 +139,8 @@ class Launcher:
         placement) is released.
 
         Raises SetupFailed or SetupTimeout (the worker has then been killed; its exit
-        still reaches ``on_exited``) or OSError (no process could be started; what was
+        still reaches ``on_exited``; or, sandboxed, none could be started for want of a
+        runtime zygote) or OSError (no process could be started; what was
         prepared for it is removed, even when the start is cancelled).
         """
         started = self._now()
@@ -179,7 +187,11 @@ class Launcher:
             zygote = zygotes.get(tier)
             if zygote is None:
                 if self._sandbox is not None:
-                    raise OSError("no runtime zygote to start a sandboxed worker from")
+                    # Never a fresh interpreter outside the sandbox instead.
+                    raise SetupFailed(
+                        "no runtime zygote of this account is up to start a sandboxed "
+                        "worker from (see the gateway's log)"
+                    )
                 return await WorkerProcess.spawn(
                     self._spec,
                     max_response_bytes=self._limits.max_response_bytes,
