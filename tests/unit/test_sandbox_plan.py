@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from workers.child.preload import installation_roots, installed, preload
-from workers.pool.sandbox import SYSTEM_PATHS, Sandboxes, check_accounts, installation_paths
+from workers.pool.sandbox import SYSTEM_PATHS, Sandboxes, installation_paths
 from workers.wire.kernel import ParentWatch
 from workers.wire.sandbox import SandboxSpec
 
@@ -75,12 +75,6 @@ def test_the_view_holds_the_system_and_the_installation_and_hides_secrets() -> N
     assert str(Path(workers_dir).parent) not in installation_paths()
     assert made.hidden == ("/etc/secret",)
     assert (made.uid, made.gid, made.model_dir, made.network) == (5000, 5000, "/models/m", True)
-
-
-def test_more_accounts_than_uids_is_refused() -> None:
-    check_accounts(["a", "b"], uid_base=100, uid_count=2)
-    with pytest.raises(ValueError, match="3 accounts need 3 uids"):
-        check_accounts(["a", "b", "c"], uid_base=100, uid_count=2)
 
 
 def test_only_installed_modules_are_pre_imported(

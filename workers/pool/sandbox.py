@@ -10,7 +10,6 @@ import contextlib
 import ctypes
 import os
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -119,16 +118,6 @@ def _has_mount_setattr() -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall(442, -1, b"", 0, None, 0)
     return ctypes.get_errno() != 38
-
-
-def check_accounts(accounts: Iterable[str], *, uid_base: int, uid_count: int) -> None:
-    """Raise ValueError when ``accounts`` need more uids than ``uid_count`` from
-    ``uid_base`` gives, or the range reaches uid 0."""
-    needed = len(set(accounts))
-    if uid_base < 1:
-        raise ValueError(f"uid_base must be >= 1, got {uid_base}")
-    if needed > uid_count:
-        raise ValueError(f"{needed} accounts need {needed} uids, but uid_count is {uid_count}")
 
 
 def empty_directory(path: Path) -> Path:
