@@ -101,17 +101,25 @@ def build_root(spec: SandboxSpec, *, prepared: bool = False) -> None:
     (``prepare_root``), so only the model and the per-process mounts are left to do.
     Afterwards ``/`` is read-only and nosuid, ``/proc`` is this pid namespace's and
     ``/tmp`` the private area (mode 1777, ``spec.tmp_bytes`` for all its files
-    together: the kernel refuses a write past it)."""
+    together: the kernel refuses a write past it; an installation path below ``/tmp``
+    is bound again on top of it, read-only)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if not prepared:
         prepare_root(spec, libc)
     root = spec.root
     mount(libc, spec.model_dir, root + MODEL_DIR, None, MS_BIND | MS_REC)
     _make_read_only(libc, root)
+    options = f"size={spec.tmp_bytes},mode=1777"
+    mount(libc, "tmpfs", root + PRIVATE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    # An installation under /tmp (a checkout there, say) would be hidden by the private
+    # area: it is bound again on top, read-only.
+    for path in sorted(spec.read_only, key=len):
+        if path.startswith(PRIVATE_DIR + "/"):
+            _bind_same_path(libc, root, path)
+            if os.path.lexists(root + path) and not os.path.islink(root + path):
+                _make_read_only(libc, root + path)
     _pivot(libc, root)
     mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    options = f"size={spec.tmp_bytes},mode=1777"
-    mount(libc, "tmpfs", PRIVATE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, options)
 
 
 def prepare_root(spec: SandboxSpec, libc: ctypes.CDLL | None = None) -> None:
@@ -173,9 +181,9 @@ def _make_devices(dev: str) -> None:
 
 
 def _make_read_only(libc: ctypes.CDLL, root: str) -> None:
-    """Every mount under ``root`` read-only and nosuid, in one call."""
+    """Every mount at and under ``root`` read-only and nosuid, in one call."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(root, os.O_PATH)
     try:
         result = libc.syscall(
             SYS_MOUNT_SETATTR,
