@@ -204,7 +204,7 @@ class Zygote:
             return error
         try:
             pid = self.fork(cast("Fork", header), fds)
-        except (ForkRefused, OSError) as exc:
+        except (ForkRefused, OSError, ValueError) as exc:  # ValueError: a bad sandbox
             error = {"t": "error", "message": str(exc)}
             return error
         forked: Forked = {"t": "forked", "pid": pid}

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -80,13 +80,16 @@ class Launcher:
         self._log = log
         self._zygotes = zygotes
         self._placer = placer
-        self._sandbox = (
-            None
-            if sandboxes is None
-            else sandboxes.spec_for(
-                spec.account, spec.model_dir, network=not spec.network_isolation
-            ).to_json()
-        )
+        self._sandbox: dict[str, Any] | None = None
+        # Why no worker of this endpoint may start (an account without a uid here).
+        self._refusal: str | None = None
+        if sandboxes is not None:
+            try:
+                self._sandbox = sandboxes.spec_for(
+                    spec.account, spec.model_dir, network=not spec.network_isolation
+                ).to_json()
+            except LookupError as error:
+                self._refusal = f"no sandbox for this endpoint: {error}"
         if sandboxes is None and spec.network_isolation:
             log.warning(
                 "%s: EnableNetworkIsolation is not honoured without the sandbox: its "
@@ -99,8 +102,11 @@ class Launcher:
 
     def fork_request(self, private_dir: Path, *, place: bool = True) -> ForkRequest:
         """What a zygote is asked to fork a worker (or a model zygote) with: its model,
-        clean environment, private directory and, with ``place``, its placement
-        (prepared here: once per worker, released when the worker is gone)."""
+        clean environment, private directory, sandbox and, with ``place``, its placement
+        (prepared here: once per worker, released when the worker is gone). Raises
+        SetupFailed when no worker of this endpoint may start."""
+        if self._refusal is not None:
+            raise SetupFailed(self._refusal)
         spec = self._spec
         placement = None
         if place and self._placer is not None:
@@ -173,6 +179,8 @@ class Launcher:
         ``model_zygote`` (the endpoint's, if ready), of the runtime zygote, or a fresh
         interpreter. It begins loading at once; call ``wait_ready`` next. Raises OSError
         when not even a fresh interpreter can be started."""
+        if self._refusal is not None:
+            raise SetupFailed(self._refusal)
         runtime = self.runtime_zygote()
         if runtime is None and self._sandbox is not None and self._zygotes is not None:
             # Sandboxes are built on a zygote's fork path: wait for this account's.
