@@ -18,6 +18,7 @@ import ctypes
 import os
 from typing import Final
 
+from workers.wire.kernel import SYS_MOUNT_SETATTR
 from workers.wire.sandbox import MODEL_DIR, PRIVATE_DIR, SandboxSpec
 
 MS_RDONLY: Final = 0x1
@@ -28,8 +29,7 @@ MS_BIND: Final = 0x1000
 MS_REC: Final = 0x4000
 MS_PRIVATE: Final = 0x40000
 MNT_DETACH: Final = 0x2
-# mount_setattr(2): one call makes a whole tree read-only (Linux 5.12).
-SYS_MOUNT_SETATTR: Final = 442
+# mount_setattr(2) makes a whole tree read-only in one call.
 AT_EMPTY_PATH: Final = 0x1000
 AT_RECURSIVE: Final = 0x8000
 MOUNT_ATTR_RDONLY: Final = 0x1

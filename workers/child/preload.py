@@ -16,10 +16,10 @@ import importlib.util
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from workers.wire.kernel import thread_count
+from workers.wire.sandbox import installation_paths
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -35,12 +35,8 @@ class ImportTimedOut(Exception):
 
 
 def installation_roots() -> tuple[str, ...]:
-    """Where installed modules live: the interpreter's prefixes (a virtual environment's
-    and its base's) and the ``workers`` package, resolved."""
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    roots = {os.path.realpath(prefix) for prefix in prefixes}
-    roots.add(os.path.realpath(Path(__file__).resolve().parents[1]))
-    return tuple(sorted(roots))
+    """Where installed modules live (``installation_paths``), resolved."""
+    return tuple(sorted({os.path.realpath(path) for path in installation_paths()}))
 
 
 def installed(name: str, roots: tuple[str, ...]) -> bool:

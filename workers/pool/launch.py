@@ -179,8 +179,6 @@ class Launcher:
         ``model_zygote`` (the endpoint's, if ready), of the runtime zygote, or a fresh
         interpreter. It begins loading at once; call ``wait_ready`` next. Raises OSError
         when not even a fresh interpreter can be started."""
-        if self._refusal is not None:
-            raise SetupFailed(self._refusal)
         runtime = self.runtime_zygote()
         if runtime is None and self._sandbox is not None and self._zygotes is not None:
             # Sandboxes are built on a zygote's fork path: wait for this account's.
@@ -249,28 +247,30 @@ class Launcher:
         shutil.rmtree(worker.private_dir, ignore_errors=True)
         on_exited(worker)
 
-    async def release_placement(self, name: str) -> None:
-        """Remove the placement prepared under ``name`` (a process that has exited); a
-        cgroup the kernel will not give up is logged."""
+    async def release_placement(self, name: str, what: str = "model zygote") -> None:
+        """Remove the placement prepared under ``name`` (a process, ``what``, that has
+        exited). A cgroup the kernel will not give up is logged, not fatal: it concerns
+        one process."""
         if self._placer is None:
             return
         try:
+            # Removing a cgroup may wait briefly for the kernel to finish the exit.
             await asyncio.to_thread(self._placer.release, name)
         except OSError as error:
-            self._log.error("%s: could not release %s's limits: %s", self._spec.label, name, error)
+            self._log.error(
+                "%s: could not release %s %s's limits: %s", self._spec.label, what, name, error
+            )
 
     async def _release_placement(self, worker: WorkerProcess) -> None:
-        """Read the kernel's verdict on the exited worker, then remove its cgroups. A
-        cgroup the kernel will not give up is logged, not fatal: it concerns one worker."""
+        """Read the kernel's verdict on the exited worker, then remove its cgroups."""
         assert self._placer is not None
         name = worker.private_name
         try:
             if self._placer.out_of_memory(name):
                 worker.out_of_memory = True
-            worker.settled.set()
-            # Removing a cgroup may wait briefly for the kernel to finish the exit.
-            await asyncio.to_thread(self._placer.release, name)
         except OSError as error:
             self._log.error(
-                "%s: could not release worker %s's limits: %s", self._spec.label, name, error
+                "%s: could not read worker %s's verdict: %s", self._spec.label, name, error
             )
+        worker.settled.set()
+        await self.release_placement(name, "worker")

@@ -24,7 +24,7 @@ import anyio.abc
 from workers.pool.endpoint import EndpointPool, PoolStatistics
 from workers.pool.placement import Placer
 from workers.pool.runtime_zygote import RuntimeZygote
-from workers.pool.sandbox import Sandboxes, empty_directory
+from workers.pool.sandbox import Sandboxes
 from workers.pool.spec import PoolLimits, WorkerSpec
 from workers.pool.tasks import BackgroundTasks
 from workers.pool.zygote_link import ZygoteLink
@@ -110,7 +110,8 @@ class PoolManager:
         (up to ``SHUTDOWN_WAIT_S`` beyond their own grace), then release the placer."""
         self._private_root.mkdir(parents=True, exist_ok=True)
         if self._sandboxes is not None:
-            empty_directory(self._sandboxes.root)
+            # The empty directory sandboxes mount their root on.
+            self._sandboxes.root.mkdir(parents=True, exist_ok=True)
         if self._zygotes_on:
             # Workers forked by zygotes are adopted by this process, so it can reap
             # them and they die with it.

@@ -93,8 +93,9 @@ class RuntimeZygote:
         return None
 
     def pid(self) -> int | None:
-        link = self.link()
-        return link.process.pid if link is not None else None
+        # Not through ``link``: looking (a metrics scrape) is no use of it.
+        link = self._link
+        return link.process.pid if link is not None and link.alive else None
 
     def learn(self, modules: Iterable[str]) -> None:
         """Pre-import ``modules`` in the runtime zygote from now on (and after restarts)."""
@@ -193,11 +194,9 @@ class RuntimeZygote:
         self._drop_threaded(link, answer)
         failed = [str(name) for name in answer.get("failed") or []]
         if failed:
-            # Named up to a few: a model may import thousands of modules.
-            shown = ", ".join(failed[:FAILED_NAMES_SHOWN])
-            if len(failed) > FAILED_NAMES_SHOWN:
-                shown += f" and {len(failed) - FAILED_NAMES_SHOWN} more"
-            self._log.info("runtime zygote could not pre-import %d modules: %s", len(failed), shown)
+            self._log.info(
+                "runtime zygote could not pre-import %d modules: %s", len(failed), named(failed)
+            )
 
     def _drop_threaded(self, link: ZygoteLink, answer: Preloaded | ZygoteReady) -> None:
         """When importing some modules started a thread in the runtime zygote (its
@@ -206,10 +205,7 @@ class RuntimeZygote:
         threaded = [str(name) for name in answer.get("threaded") or []]
         if not threaded:
             return
-        self._refused.update(threaded)
-        self._preload = [name for name in self._preload if name not in self._refused]
-        self._preload_set = set(self._preload)
-        self._write_learned()
+        self._refuse(threaded)
         self._log.warning(
             "runtime zygote: importing %s started a thread, so it cannot fork safely; "
             "replacing it with one that does not pre-import %s",
@@ -218,16 +214,19 @@ class RuntimeZygote:
         )
         link.close()
 
-    def _drop(self, modules: list[str], why: str) -> None:
-        """Never pre-import ``modules`` again, saying ``why``."""
+    def _refuse(self, modules: list[str]) -> None:
+        """Never pre-import ``modules`` again (and forget them in the learned file)."""
         self._refused.update(modules)
         self._preload = [name for name in self._preload if name not in self._refused]
         self._preload_set = set(self._preload)
         self._write_learned()
-        shown = ", ".join(modules[:FAILED_NAMES_SHOWN])
-        if len(modules) > FAILED_NAMES_SHOWN:
-            shown += f" and {len(modules) - FAILED_NAMES_SHOWN} more"
-        self._log.warning("runtime zygote: dropped %s from its pre-imports: %s", shown, why)
+
+    def _drop(self, modules: list[str], why: str) -> None:
+        """``_refuse`` ``modules``, saying ``why``."""
+        self._refuse(modules)
+        self._log.warning(
+            "runtime zygote: dropped %s from its pre-imports: %s", named(modules), why
+        )
 
     def _forget_learned(self, why: str) -> None:
         """Back to the configured pre-imports only, when the learned ones may be why the
@@ -251,3 +250,12 @@ class RuntimeZygote:
         temporary = self._learned_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self._preload))
         temporary.replace(self._learned_path)
+
+
+def named(modules: list[str]) -> str:
+    """Up to ``FAILED_NAMES_SHOWN`` of ``modules`` by name, the rest counted: a model may
+    import thousands."""
+    shown = ", ".join(modules[:FAILED_NAMES_SHOWN])
+    if len(modules) > FAILED_NAMES_SHOWN:
+        shown += f" and {len(modules) - FAILED_NAMES_SHOWN} more"
+    return shown

@@ -6,16 +6,21 @@ What a sandboxed process does with a ``SandboxSpec`` is ``workers.child.sandbox`
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import errno
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from workers.wire.kernel import CLONE_NEWIPC, CLONE_NEWNS, CLONE_NEWPID, unshare
-from workers.wire.sandbox import SandboxSpec
+from workers.wire.kernel import (
+    CLONE_NEWIPC,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    SYS_MOUNT_SETATTR,
+    unshare,
+)
+from workers.wire.sandbox import SandboxSpec, installation_paths
 
 # The system a Python process needs, read-only: programs, libraries, configuration
 # (name resolution, certificates, time zones), and the CPU topology BLAS libraries read.
@@ -32,16 +37,6 @@ SYSTEM_PATHS: Final = (
 )
 # SageMaker Serverless Inference gives each worker this much ephemeral storage.
 EPHEMERAL_BYTES: Final = 5 * 1024**3
-
-
-def installation_paths() -> tuple[str, ...]:
-    """The Python installation workers import from: the interpreter's prefixes (a
-    virtual environment's and its base's) and the ``workers`` package itself, not the
-    source tree around it (which may hold the gateway's config and state)."""
-    workers_package = Path(__file__).resolve().parents[1]
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    resolved = {str(Path(prefix).resolve()) for prefix in prefixes}
-    return tuple(sorted(prefixes | resolved | {str(workers_package)}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +111,5 @@ def _has_mount_setattr() -> bool:
     """mount_setattr with a bad descriptor answers EBADF where it exists, ENOSYS where
     not."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall(442, -1, b"", 0, None, 0)
-    return ctypes.get_errno() != 38
-
-
-def empty_directory(path: Path) -> Path:
-    """Create ``path`` (an empty directory sandboxes mount their root on) if missing."""
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(parents=True, mode=0o755)
-    return path
+    libc.syscall(SYS_MOUNT_SETATTR, -1, b"", 0, None, 0)
+    return ctypes.get_errno() != errno.ENOSYS

@@ -84,6 +84,8 @@ CLONE_NEWNS: Final = 0x00020000
 CLONE_NEWIPC: Final = 0x08000000
 CLONE_NEWPID: Final = 0x20000000
 CLONE_NEWNET: Final = 0x40000000
+# mount_setattr(2) (Linux 5.12; the same number on every architecture since 5.x).
+SYS_MOUNT_SETATTR: Final = 442
 
 
 def unshare(flags: int) -> None:

@@ -13,13 +13,26 @@ directory serves every sandbox).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 # Where SageMaker puts the model, and where sandboxed model code finds it.
 MODEL_DIR: Final = "/opt/ml/model"
 # The private writable area: HOME, TMPDIR and the working directory.
 PRIVATE_DIR: Final = "/tmp"
+
+
+def installation_paths() -> tuple[str, ...]:
+    """The Python installation workers import from, as given and resolved: the
+    interpreter's prefixes (a virtual environment's and its base's) and the ``workers``
+    package itself, not the source tree around it (which may hold the gateway's config
+    and state). Sandboxes see it read-only; runtime zygotes pre-import only from it."""
+    workers_package = Path(__file__).resolve().parents[1]
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    resolved = {str(Path(prefix).resolve()) for prefix in prefixes}
+    return tuple(sorted(prefixes | resolved | {str(workers_package)}))
 
 
 @dataclass(frozen=True, slots=True)
